@@ -1,0 +1,39 @@
+"""Shared test fixtures.
+
+Tests that need the reference fixtures in ``../shared`` use the ``shared_dir`` fixture. Where that folder is
+absent they are skipped with a reason, except when ``MRAA_REQUIRE_SHARED=1`` (set by ``.ci/run``): then a
+missing fixture is a failure, so CI can never pass by skipping parity.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _require_shared(*parts):
+    path = SHARED_DIR.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is absent: the reference fixtures in ../shared are needed for this test"
+        if os.environ.get("MRAA_REQUIRE_SHARED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared_dir():
+    """The ``../shared`` folder (parity fixtures, spec, real-world media)."""
+    return _require_shared()
+
+
+@pytest.fixture
+def realworld_dir():
+    """``../shared/realworld``: a real photo and a real 133-frame video, test inputs only."""
+    return _require_shared("realworld")
