@@ -26,14 +26,15 @@ def heatmap_moments(heatmap):
 
 
 def covar_to_affine(covar):
-    """Eq. 4: ``affine = U diag(sqrt(S))`` from the SVD ``covar = U S V^T``, computed in float32.
+    """Eq. 4: ``affine = U diag(sqrt(S))`` from the SVD ``covar = U S V^T``, in float32 at least.
 
     Args:
         covar: (..., 2, 2)
     Returns:
         affine (..., 2, 2), u (..., 2, 2), d (..., 2, 2) with d = diag(sqrt(S)).
     """
-    u, s, _ = torch.linalg.svd(covar.float())  # (..., 2, 2), (..., 2)
+    low_precision = covar.dtype in (torch.float16, torch.bfloat16)
+    u, s, _ = torch.linalg.svd(covar.float() if low_precision else covar)  # (..., 2, 2), (..., 2)
     d = torch.diag_embed(s.sqrt())  # (..., 2, 2)
     return (u @ d).to(covar.dtype), u, d
 
