@@ -48,11 +48,11 @@ def read_checkpoint(path, map_location="cpu"):
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        if "global" in str(e).lower():  # a class or function reference: what a malicious pickle needs
             raise CheckpointError(f"{path}: the file holds Python objects other than tensors and plain "
                                   "containers; refusing to unpickle it (it could run code)") from None
-        raise CheckpointError(f"{path}: not a torch checkpoint, or truncated (an interrupted download?): "
-                              f"{e}") from None
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint; it is probably truncated or "
+                              "another kind of file (an interrupted or failed download?)") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint; it is probably truncated (an "
                               f"interrupted download or copy): {type(e).__name__}: {e}") from None

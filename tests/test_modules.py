@@ -1,0 +1,148 @@
+"""Invariants of the networks, parametrised over the config switches, on tiny models and 64x64 inputs."""
+import pytest
+import torch
+
+from config import validate_config
+from modules.avd_network import emb_to_region_params, region_params_to_emb
+from modules.build import build_models
+from modules.util import AntiAliasInterpolation2d, make_coordinate_grid, region2gaussian
+from tiny import VARIANTS, tiny_model_params
+
+
+def build(variant, dtype=torch.float32, **overrides):
+    config = validate_config({"model_params": tiny_model_params(variant, **overrides)})
+    torch.manual_seed(0)
+    return {name: model.to(dtype) for name, model in build_models(config).items()}
+
+
+def images(batch=2, size=(64, 64), dtype=torch.float32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, *size, generator=generator).to(dtype)
+
+
+def test_grid_corners_and_order():
+    grid = make_coordinate_grid((5, 7))
+    assert grid.shape == (5, 7, 2)
+    assert torch.equal(grid[0, 0], torch.tensor([-1.0, -1.0]))
+    assert torch.equal(grid[-1, -1], torch.tensor([1.0, 1.0]))
+    assert torch.equal(grid[0, -1], torch.tensor([1.0, -1.0]))  # x runs along the width
+    assert torch.allclose(grid[2, 3], torch.tensor([0.0, 0.0]))
+
+
+def test_region2gaussian_isotropic_matches_covariance_form():
+    mean = torch.tensor([[[0.2, -0.3]]])  # (1, 1, 2)
+    covar = 0.01 * torch.eye(2).view(1, 1, 2, 2)
+    a = region2gaussian(mean, 0.01, (9, 11))
+    b = region2gaussian(mean, covar, (9, 11))
+    assert a.shape == (1, 1, 9, 11)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert a.max() <= 1
+
+
+def test_antialias_keeps_constant_images_inside():
+    down = AntiAliasInterpolation2d(3, 0.25)
+    out = down(torch.ones(1, 3, 64, 64))
+    assert out.shape == (1, 3, 16, 16)
+    assert torch.allclose(out[..., 4:-4, 4:-4], torch.ones(1, 3, 8, 8), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_identity_motion_gives_identity_flow(variant):
+    models = build(variant)
+    for model in models.values():
+        model.eval()
+    source = images(batch=2)
+    with torch.no_grad():
+        params = models["region_predictor"](source)
+        identity_bg = torch.eye(3).repeat(2, 1, 1)
+        out = models["generator"].pixelwise_flow_predictor(source, params, params, identity_bg)
+    h, w = out["optical_flow"].shape[1:3]
+    expected = make_coordinate_grid((h, w)).expand(2, h, w, 2)
+    assert torch.allclose(out["optical_flow"], expected, atol=1e-5)
+
+
+def test_zero_background_is_the_identity():
+    models = build("bg_zero")
+    out = models["bg_predictor"](images(), images(seed=1))
+    assert torch.equal(out, torch.eye(3).repeat(2, 1, 1))
+    assert len(list(models["bg_predictor"].parameters())) == 0
+
+
+@pytest.mark.parametrize("variant", ["bg_shift", "mraa", "bg_perspective"])
+def test_background_starts_as_identity(variant):
+    models = build(variant)
+    out = models["bg_predictor"](images(), images(seed=1))
+    assert torch.allclose(out, torch.eye(3).repeat(2, 1, 1))
+
+
+def test_avd_embedding_round_trip():
+    shift, affine = torch.randn(3, 5, 2), torch.randn(3, 5, 2, 2)
+    emb = region_params_to_emb({"shift": shift, "affine": affine})
+    assert emb.shape == (3, 30)
+    back = emb_to_region_params(emb, 5)
+    assert torch.equal(back["shift"], shift) and torch.equal(back["affine"], affine)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_outputs_shapes_and_every_parameter_gets_a_gradient(variant):
+    models = build(variant)
+    source, driving = images(seed=0), images(seed=1)
+    source_params = models["region_predictor"](source)
+    driving_params = models["region_predictor"](driving)
+    K = tiny_model_params(variant)["num_regions"]
+    assert source_params["shift"].shape == (2, K, 2)
+    if "affine" in source_params:
+        assert source_params["affine"].shape == source_params["covar"].shape == (2, K, 2, 2)
+    bg_params = models["bg_predictor"](source, driving)
+    out = models["generator"](source, driving_params, source_params, bg_params)
+    assert out["prediction"].shape == source.shape
+    assert out["deformed"].shape == source.shape
+    loss = out["prediction"].mean() + out["deformed"].mean()
+    if "affine" in driving_params:
+        avd = models["avd_network"](source_params, driving_params)
+        assert avd["affine"].shape == (2, K, 2, 2)
+        loss = loss + avd["shift"].mean() + avd["affine"].mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    trained = ["generator", "region_predictor", "bg_predictor"] + (["avd_network"] if "affine" in driving_params
+                                                                   else [])
+    for name in trained:
+        for pname, p in models[name].named_parameters():
+            assert p.grad is not None, f"{variant}: {name}.{pname} gets no gradient"
+            assert torch.isfinite(p.grad).all(), f"{variant}: {name}.{pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(64, 64), (48, 64)])
+def test_dtype_and_non_square_inputs(dtype, size):
+    models = build("mraa", dtype=dtype)
+    for model in models.values():
+        model.eval()
+    source = images(1, size, dtype)
+    with torch.no_grad():
+        params = models["region_predictor"](source)
+        out = models["generator"](source, params, params)
+    assert out["prediction"].dtype == dtype and out["prediction"].shape == (1, 3, *size)
+    assert params["affine"].dtype == dtype
+
+
+def test_cached_source_features_give_the_same_prediction():
+    models = build("mraa")
+    for model in models.values():
+        model.eval()
+    source, driving = images(1), images(3, seed=1)
+    with torch.no_grad():
+        source_params = models["region_predictor"](source)
+        driving_params = models["region_predictor"](driving)
+        repeated = {k: v.expand(3, *v.shape[1:]) for k, v in source_params.items()}
+        sources = source.expand(3, -1, -1, -1)
+        direct = models["generator"](sources, driving_params, repeated)["prediction"]
+        features = models["generator"].encode(source)
+        cached = models["generator"](sources, driving_params, repeated, source_features=features)["prediction"]
+    assert torch.allclose(direct, cached, atol=1e-6)
+
+
+def test_modules_never_call_cuda():
+    from conftest import REPO_ROOT
+    for path in (REPO_ROOT / "modules").glob("*.py"):
+        assert ".cuda(" not in path.read_text(), f"{path.name} calls .cuda(): take the device from the inputs"
