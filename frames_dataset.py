@@ -90,7 +90,7 @@ def read_image(path, frame_shape=None):
     try:
         frame = iio.imread(path)
     except Exception as error:  # imageio raises many types for a missing, truncated or foreign file
-        raise VideoReadError(f"cannot read image {path}: {error}") from error
+        raise VideoReadError(f"cannot read image {path}: {_brief(error)}") from error
     if frame.ndim == 4:  # a multi-frame file (APNG, TIFF stack): its first frame is the image
         frame = frame[0]
     return _resize(_to_rgb_float(frame, path), frame_shape)
@@ -173,6 +173,18 @@ def iter_video_frames(path, frame_shape=None) -> Iterator[np.ndarray]:
         raise VideoReadError(f"{path} contains no frames")
 
 
+def _brief(error):
+    """An imageio/ffmpeg error in one line: its message and the last line of any ffmpeg log it carries."""
+    text = str(error)
+    if text.startswith('Could not find a backend'):  # imageio's words for bytes no plug-in recognises
+        return "corrupt, or not in a format imageio can decode"
+    if '=== stderr ===' in text:
+        message, log = text.split('=== stderr ===', 1)
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        text = message.strip() + (f" (ffmpeg: {lines[-1]})" if lines else '')
+    return text
+
+
 def _decode(path):
     """Frames of a video file through imageio, converted to float RGB; decoder errors name the path."""
     try:
@@ -181,7 +193,7 @@ def _decode(path):
     except VideoReadError:
         raise
     except Exception as error:  # ffmpeg and pillow raise OSError, ValueError, RuntimeError, ... on bad input
-        raise VideoReadError(f"cannot decode video {path}: {error}") from error
+        raise VideoReadError(f"cannot decode video {path}: {_brief(error)}") from error
 
 
 def read_video(path, frame_shape=None):
@@ -215,7 +227,7 @@ def video_info(path, frame_shape=None) -> VideoInfo:
         properties = iio.improps(path)
         metadata = iio.immeta(path)
     except Exception as error:
-        raise VideoReadError(f"cannot read the header of video {path}: {error}") from error
+        raise VideoReadError(f"cannot read the header of video {path}: {_brief(error)}") from error
     height, width = properties.shape[1:3]
     num_frames = properties.n_images
     if path.lower().endswith('.gif'):
@@ -234,7 +246,7 @@ def _count_frames(path):
     try:
         return imageio_ffmpeg.count_frames_and_secs(path)[0]
     except Exception as error:
-        raise VideoReadError(f"cannot count the frames of video {path}: {error}") from error
+        raise VideoReadError(f"cannot count the frames of video {path}: {_brief(error)}") from error
 
 
 # ----------------------------------------------------------------------------------------------------------
