@@ -133,15 +133,18 @@ def describe_mismatch(name, model, state_dict, path, config_name):
     return (f"{path}: the {name} weights do not fit the model built from {config_name}:\n  " + "\n  ".join(lines))
 
 
-def load_checkpoint(path, models, optimizers=None, config_name="the config", map_location="cpu"):
+def load_checkpoint(path, models, optimizers=None, config_name="the config", map_location="cpu", optional=()):
     """Load the state dicts of ``models`` (name -> module) strictly, and of ``optimizers`` (key -> optimizer),
-    from ``path``. Every model named must be in the file.
+    from ``path``. Every model named must be in the file, except those named in ``optional`` (e.g. the demo's
+    ``avd_network``), which are left as they are when absent: the returned dict says whether they were there.
 
     Returns the raw checkpoint dict (epochs and any other entries are read from it by the caller).
     """
     checkpoint = read_checkpoint(path, map_location=map_location)
     for name, model in models.items():
         if name not in checkpoint:
+            if name in optional:
+                continue
             if name == "avd_network":
                 raise CheckpointError(f"{path}: checkpoint has no avd_network: use --mode relative or standard, "
                                       "or train AVD first (--mode train_avd)")
