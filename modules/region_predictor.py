@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.svd import svd_2x2
 from modules.util import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
 
 
@@ -28,13 +29,21 @@ def heatmap_moments(heatmap):
 def covar_to_affine(covar):
     """Eq. 4: ``affine = U diag(sqrt(S))`` from the SVD ``covar = U S V^T``, in float32 at least.
 
+    The published weights were trained with the CPU LAPACK SVD and its signs. On the CPU that is what runs; on
+    other devices a closed form that follows LAPACK's steps runs on the device itself (``modules/svd.py``),
+    with no round trip to the host.
+
     Args:
         covar: (..., 2, 2)
     Returns:
         affine (..., 2, 2), u (..., 2, 2), d (..., 2, 2) with d = diag(sqrt(S)).
     """
     low_precision = covar.dtype in (torch.float16, torch.bfloat16)
-    u, s, _ = torch.linalg.svd(covar.float() if low_precision else covar)  # (..., 2, 2), (..., 2)
+    covar32 = covar.float() if low_precision else covar
+    if covar32.device.type == "cpu":
+        u, s, _ = torch.linalg.svd(covar32)  # (..., 2, 2), (..., 2)
+    else:
+        u, s = svd_2x2(covar32)
     d = torch.diag_embed(s.sqrt())  # (..., 2, 2)
     return (u @ d).to(covar.dtype), u, d
 
@@ -63,7 +72,7 @@ class RegionPredictor(nn.Module):
         self.temperature = temperature
         self.scale_factor = scale_factor
         self.pca_based = pca_based
-        # fast_svd selected an external batched SVD in the reference; torch's batched SVD serves both settings.
+        # fast_svd selected an external batched SVD in the reference; our closed form serves both settings.
         self.fast_svd = fast_svd
         if self.scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, self.scale_factor)
