@@ -36,6 +36,10 @@ class VideoReadError(ValueError):
     """A video (or frame) that cannot be read: the message names the path and what was wrong."""
 
 
+class SkippedVideoWarning(UserWarning):
+    """A training video left out because it is unreadable, empty or shorter than two frames."""
+
+
 class VideoInfo(NamedTuple):
     """What is known about a video without decoding all of it; ``None`` where the format does not say."""
     num_frames: Optional[int]
@@ -88,7 +92,7 @@ def read_image(path, frame_shape=None):
     """One image file as float32 RGB in [0, 1], (H, W, 3), resized to frame_shape when given."""
     frame_shape = _check_frame_shape(frame_shape)
     try:
-        frame = iio.imread(path)
+        frame = iio.imread(path, plugin='pillow')
     except Exception as error:  # imageio raises many types for a missing, truncated or foreign file
         raise VideoReadError(f"cannot read image {path}: {_brief(error)}") from error
     if frame.ndim == 4:  # a multi-frame file (APNG, TIFF stack): its first frame is the image
@@ -126,6 +130,11 @@ def _video_kind(path):
     raise VideoReadError(f"{path}: unsupported video format '{extension}'; expected a folder of frames, "
                          f"a video file ({', '.join(VIDEO_EXTENSIONS)}) or a strip image "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
+
+
+def _plugin(path):
+    """The imageio plug-in for a video file: named, so that a bad file fails there, not in a chain of guesses."""
+    return 'pillow' if path.lower().endswith('.gif') else 'FFMPEG'
 
 
 def _split_strip(strip, frame_shape, path):
@@ -176,8 +185,8 @@ def iter_video_frames(path, frame_shape=None) -> Iterator[np.ndarray]:
 def _brief(error):
     """An imageio/ffmpeg error in one line: its message and the last line of any ffmpeg log it carries."""
     text = str(error)
-    if text.startswith('Could not find a backend'):  # imageio's words for bytes no plug-in recognises
-        return "corrupt, or not in a format imageio can decode"
+    if 'can not handle the given uri' in text:  # imageio's words for bytes the plug-in does not recognise
+        return "the file is corrupt, or not in a format it claims to be"
     if '=== stderr ===' in text:
         message, log = text.split('=== stderr ===', 1)
         lines = [line.strip() for line in log.splitlines() if line.strip()]
@@ -188,7 +197,7 @@ def _brief(error):
 def _decode(path):
     """Frames of a video file through imageio, converted to float RGB; decoder errors name the path."""
     try:
-        for index, frame in enumerate(iio.imiter(path)):
+        for index, frame in enumerate(iio.imiter(path, plugin=_plugin(path))):
             yield _to_rgb_float(frame, f"{path} frame {index}")
     except VideoReadError:
         raise
@@ -224,8 +233,8 @@ def video_info(path, frame_shape=None) -> VideoInfo:
         frames = _split_strip(read_image(path), _check_frame_shape(frame_shape), path)  # (N, H, w, 3)
         return VideoInfo(len(frames), None, frames.shape[1], frames.shape[2])
     try:
-        properties = iio.improps(path)
-        metadata = iio.immeta(path)
+        properties = iio.improps(path, plugin=_plugin(path))
+        metadata = iio.immeta(path, plugin=_plugin(path))
     except Exception as error:
         raise VideoReadError(f"cannot read the header of video {path}: {_brief(error)}") from error
     height, width = properties.shape[1:3]
@@ -367,7 +376,7 @@ class FramesDataset(Dataset):
         if dropped:
             warnings.warn(f"skipping {len(dropped)} of {len(names)} training videos in {self.root_dir} that cannot "
                           f"give two frames: {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}",
-                          stacklevel=3)
+                          SkippedVideoWarning, stacklevel=3)
         if not kept:
             raise FileNotFoundError(f"no training video in {self.root_dir} has two frames or more")
         return kept
@@ -375,7 +384,7 @@ class FramesDataset(Dataset):
     def _skip(self, path, error):
         self._skipped[str(path)] = str(error)
         warnings.warn(f"skipping unreadable training video {path}: {error} "
-                      f"({len(self._skipped)} video(s) skipped so far)", stacklevel=3)
+                      f"({len(self._skipped)} video(s) skipped so far)", SkippedVideoWarning, stacklevel=3)
 
     def _training_frames(self, path):
         """Two frames (2, H, W, 3), drawn with replacement and sorted; only those two decoded from a folder."""
