@@ -1,9 +1,21 @@
-"""Animation: turning driving region params into the params the generator renders (METHOD.md §7)."""
+"""Animation (METHOD.md §7): the animation modes, the batched animation of one source, and ``--mode animate``."""
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
+from tqdm import tqdm
+
+from checkpoint import CheckpointError, load_checkpoint
+from config import require_section
+from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, PairedDataset
+from visualizer import Visualizer
 
 ANIMATION_MODES = ("standard", "relative", "avd")
+DEFAULT_FPS = 25.0  # of the visualisation videos, and of results whose driving video does not say its rate
 
 
 def _hull_area(shift, what):
@@ -17,8 +29,15 @@ def _hull_area(shift, what):
                          "adapt_movement_scale=False (--no-adapt_scale) or another mode") from None
 
 
+def movement_scale(source_region_params, driving_region_params_initial):
+    """sqrt(source hull area / initial driving hull area) of the region centres, batch item 0 (a float)."""
+    source_area = _hull_area(source_region_params["shift"][0], "source")
+    driving_area = _hull_area(driving_region_params_initial["shift"][0], "initial driving frame")
+    return float(np.sqrt(source_area) / np.sqrt(driving_area))
+
+
 def get_animation_region_params(source_region_params, driving_region_params, driving_region_params_initial,
-                                mode="standard", avd_network=None, adapt_movement_scale=True):
+                                mode="standard", avd_network=None, adapt_movement_scale=True, scale=None):
     """Region params to render the source in the driving frame's motion.
 
     - ``standard``: the driving params as they are.
@@ -29,6 +48,7 @@ def get_animation_region_params(source_region_params, driving_region_params, dri
     - ``avd``: the AVD network's reconstruction of the driving pose on the source's shape (Sec. 3.4).
 
     All params are dicts with ``shift`` (B, K, 2) and, for relative and avd, ``affine`` (B, K, 2, 2).
+    ``scale``, when given, is the relative mode's movement scale, computed once per video by the caller.
     """
     if mode not in ANIMATION_MODES:
         raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
@@ -41,15 +61,226 @@ def get_animation_region_params(source_region_params, driving_region_params, dri
                              "or train one with --mode train_avd)")
         return avd_network(source_region_params, driving_region_params)
 
-    if adapt_movement_scale:
-        source_area = _hull_area(source_region_params["shift"][0], "source")
-        driving_area = _hull_area(driving_region_params_initial["shift"][0], "initial driving frame")
-        movement_scale = float(np.sqrt(source_area) / np.sqrt(driving_area))
-    else:
-        movement_scale = 1.0
+    if scale is None:
+        scale = movement_scale(source_region_params, driving_region_params_initial) if adapt_movement_scale else 1.0
     shift_diff = driving_region_params["shift"] - driving_region_params_initial["shift"]  # (B, K, 2)
-    new_region_params["shift"] = shift_diff * movement_scale + source_region_params["shift"]
+    new_region_params["shift"] = shift_diff * scale + source_region_params["shift"]
     if "affine" in driving_region_params:
         affine_diff = driving_region_params["affine"] @ torch.inverse(driving_region_params_initial["affine"])
         new_region_params["affine"] = affine_diff @ source_region_params["affine"]  # (B, K, 2, 2)
     return new_region_params
+
+
+def expand_batch(params, B):
+    """Region params of batch 1 viewed as batch B (no copy): {key: (1, ...)} -> {key: (B, ...)}."""
+    return {key: value.expand(B, *value.shape[1:]) for key, value in params.items()}
+
+
+def region_layout(shift):
+    """Region centres (B, K, 2) centred on their mean and scaled to unit RMS radius: a pose without position
+    or size, comparable between a source and a driving frame of any object the regions were learned on."""
+    centred = shift - shift.mean(dim=1, keepdim=True)  # (B, K, 2)
+    radius = centred.pow(2).sum(dim=2).mean(dim=1).sqrt().clamp_min(1e-6)  # (B,)
+    return centred / radius[:, None, None]  # (B, K, 2)
+
+
+class Animator:
+    """Animates one source image by batches of driving frames (METHOD.md §7).
+
+    The source's region params and encoder features are computed once, at construction; each call then costs
+    the region predictor on the driving frames and the generator's flow and decoder. The initial driving
+    frame (relative mode) is the first frame animated unless ``set_initial`` names another. Results equal
+    those of the reference's frame-by-frame loop (tests/test_animate.py checks it against the parity arrays).
+
+    Args:
+        source_image: (1, C, H, W) in [0, 1], on the models' device.
+        generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
+    """
+
+    def __init__(self, source_image, generator, region_predictor, avd_network=None, mode="standard",
+                 adapt_movement_scale=True):
+        if mode not in ANIMATION_MODES:
+            raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
+        if mode == "avd" and avd_network is None:
+            raise ValueError("mode 'avd' needs an AVD network: the checkpoint has none (use relative or standard, "
+                             "or train one with --mode train_avd)")
+        self.generator, self.region_predictor, self.avd_network = generator, region_predictor, avd_network
+        self.mode, self.adapt_movement_scale = mode, adapt_movement_scale
+        self.source_image = source_image  # (1, C, H, W)
+        with torch.inference_mode():
+            self.source_params = region_predictor(source_image)  # shift (1, K, 2), affine (1, K, 2, 2), ...
+            self.source_features = generator.encode(source_image)  # [(1, F_i, H_i, W_i)]
+        self.initial_params, self.scale = None, None
+
+    @torch.inference_mode()
+    def set_initial(self, driving_frame):
+        """Take the driving frame (1, C, H, W) as the one relative motion is measured from."""
+        self.initial_params = self.region_predictor(driving_frame)  # (1, K, ...)
+        self.scale = None
+        if self.mode == "relative":  # once per video: the hull areas need the centres on the host
+            self.scale = movement_scale(self.source_params, self.initial_params) if self.adapt_movement_scale \
+                else 1.0
+
+    @torch.inference_mode()
+    def layout_distance(self, driving):
+        """How far each driving frame's region layout is from the source's: (B, C, H, W) -> (B,)."""
+        driving_layout = region_layout(self.region_predictor(driving)["shift"])  # (B, K, 2)
+        source_layout = region_layout(self.source_params["shift"])  # (1, K, 2)
+        return (driving_layout - source_layout).pow(2).sum(dim=(1, 2))  # (B,)
+
+    @torch.inference_mode()
+    def __call__(self, driving):
+        """Animate the source in the motion of driving frames (B, C, H, W).
+
+        Returns the generator's output dict (``prediction`` (B, C, H, W) in [0, 1], ``deformed``, ...) with the
+        ``source_region_params`` and ``driving_region_params`` (batch B) that the visualizer draws.
+        """
+        if self.initial_params is None:
+            self.set_initial(driving[:1])
+        B = driving.shape[0]
+        driving_params = self.region_predictor(driving)  # (B, K, ...)
+        source_params = expand_batch(self.source_params, B)
+        params = get_animation_region_params(source_params, driving_params, self.initial_params, mode=self.mode,
+                                             avd_network=self.avd_network, scale=self.scale)
+        source = self.source_image.expand(B, *self.source_image.shape[1:])  # (B, C, H, W), no copy
+        out = self.generator(source, params, source_params, source_features=self.source_features)
+        out.update(source_region_params=source_params, driving_region_params=driving_params)
+        return out
+
+
+def batched(items, batch_size):
+    """Lists of up to ``batch_size`` consecutive items of an iterable (the last one may be shorter)."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def frames_to_tensor(frames, device):
+    """Frames (H, W, 3) float in [0, 1], a list or an array (B, H, W, 3), to a tensor (B, 3, H, W) on device."""
+    array = np.ascontiguousarray(np.stack(frames) if isinstance(frames, (list, tuple)) else frames)
+    return torch.from_numpy(array).to(device, dtype=torch.float32).permute(0, 3, 1, 2)  # (B, 3, H, W)
+
+
+def tensor_to_uint8(images):
+    """(B, C, H, W) in [0, 1] on any device -> numpy uint8 (B, H, W, C), rounded as skimage's img_as_ubyte."""
+    images = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8)  # (B, C, H, W)
+    return images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+
+
+# Containers the demo and the evaluation write, with the ffmpeg settings for each (H.264 unless a GIF).
+VIDEO_FORMATS = {".mp4": {}, ".mov": {}, ".mkv": {}, ".avi": {}, ".m4v": {},
+                 ".gif": {"codec": "gif", "pix_fmt_out": "pal8", "macro_block_size": 1}}
+
+
+class VideoWriter:
+    """Writes uint8 frames (H, W, 3) to a video file as they come, with the ffmpeg binary of imageio-ffmpeg.
+
+    Memory does not grow with the video. H.264 frames need even sizes: an odd size is scaled up by one pixel.
+    """
+
+    def __init__(self, path, fps):
+        self.path, self.fps = Path(path), float(fps)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_FORMATS:
+            raise ValueError(f"{self.path}: cannot write a '{suffix}' video: use one of {', '.join(VIDEO_FORMATS)}")
+        self.options = {"macro_block_size": 2, **VIDEO_FORMATS[suffix]}
+        self.num_frames, self._ffmpeg = 0, None
+
+    def write(self, frames):
+        """Append frames: uint8 (H, W, 3) or (B, H, W, 3)."""
+        frames = np.asarray(frames)
+        frames = frames[None] if frames.ndim == 3 else frames  # (B, H, W, 3)
+        if self._ffmpeg is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _, H, W, _ = frames.shape
+            self._ffmpeg = imageio_ffmpeg.write_frames(str(self.path), (W, H), fps=self.fps,
+                                                       ffmpeg_log_level="error", **self.options)
+            self._ffmpeg.send(None)  # start the ffmpeg process
+        for frame in frames:
+            self._ffmpeg.send(np.ascontiguousarray(frame, dtype=np.uint8))
+        self.num_frames += len(frames)
+
+    def close(self):
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+            self._ffmpeg = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --mode animate
+
+
+def video_stem(name):
+    """A test video's name without its file extension ('id#clip.mp4' -> 'id#clip'); folders keep their name."""
+    stem, extension = os.path.splitext(name)
+    return stem if extension.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS else name
+
+
+def video_frames_array(video):
+    """A test item's video (C, T, H, W) as frames (T, H, W, C)."""
+    return np.asarray(video).transpose(1, 2, 3, 0)
+
+
+def animate_pair(animator, driving_frames, writer, visualizer, batch_size, device):
+    """Animate ``driving_frames`` (T, H, W, 3), writing a visualisation frame per driving frame to ``writer``.
+
+    Returns the generated frames, uint8 (T, H, W, 3).
+    """
+    predictions = []
+    for batch in batched(driving_frames, batch_size):
+        driving = frames_to_tensor(batch, device)  # (B, 3, H, W)
+        out = animator(driving)
+        B, _, H, _ = driving.shape
+        source = animator.source_image.expand(B, -1, -1, -1)  # (B, 3, H, W)
+        writer.write(visualizer.visualize(driving, source, out).reshape(B, H, -1, 3))  # (B, H, n * W, 3)
+        predictions.append(tensor_to_uint8(out["prediction"]))  # (B, H, W, 3)
+    return np.concatenate(predictions)  # (T, H, W, 3)
+
+
+def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_size=8):
+    """``--mode animate``: each test pair's source video's first frame animated with the driving video.
+
+    Pairs come from PairedDataset (``animate_params.num_pairs``; the dataset's ``pairs_list`` or seeded random
+    pairs); the mode is ``animate_params.mode``. Writes, under ``<log_dir>/animation/``, a visualisation video
+    ``<driving>-<source><format>`` per pair and the generated frames side by side as ``png/<driving>-<source>.png``.
+    """
+    params = require_section(config, "animate_params")
+    mode = params["mode"]
+    networks = {name: models[name] for name in ("generator", "region_predictor", "avd_network")}
+    if mode != "avd":
+        networks.pop("avd_network")
+    checkpoint = load_checkpoint(checkpoint_path, networks, map_location=device, optional=("avd_network",))
+    if mode == "avd" and "avd_network" not in checkpoint:
+        raise CheckpointError(f"{checkpoint_path}: checkpoint has no avd_network, which animate_params.mode 'avd' "
+                              "needs: set animate_params.mode to relative or standard, or train AVD first "
+                              "(--mode train_avd)")
+    for model in networks.values():
+        model.to(device).eval()
+    out_dir = Path(log_dir) / "animation"
+    (out_dir / "png").mkdir(parents=True, exist_ok=True)
+    visualizer = Visualizer(**config.get("visualizer_params", {}))
+    pairs = PairedDataset(dataset, number_of_pairs=params["num_pairs"])
+    for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
+        source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
+        animator = Animator(source, networks["generator"], networks["region_predictor"],
+                            networks.get("avd_network"), mode=mode)
+        name = f"{video_stem(item['driving_name'])}-{video_stem(item['source_name'])}"
+        with VideoWriter(out_dir / (name + params["format"]), fps=DEFAULT_FPS) as writer:
+            frames = animate_pair(animator, video_frames_array(item["driving_video"]), writer, visualizer,
+                                  batch_size, device)  # (T, H, W, 3)
+        iio.imwrite(out_dir / "png" / (name + ".png"), np.concatenate(list(frames), axis=1))  # (H, T * W, 3)
+    print(f"animated {len(pairs)} pairs ({mode}) into {out_dir}")
+    return out_dir

@@ -1,0 +1,167 @@
+"""The batched animation core (Animator) against the reference's frame-by-frame animation, the video writer,
+and ``--mode animate`` end to end on the parity model."""
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from animate import Animator, VideoWriter, animate, batched, frames_to_tensor, region_layout, tensor_to_uint8
+from checkpoint import CheckpointError, load_checkpoint
+from config import load_config
+from demo import load_checkpoints, make_animation
+from eval_media import (count_frames, parity_arrays, parity_paths, video_fps, write_dataset, write_eval_config,
+                        write_video)
+from frames_dataset import FramesDataset
+from modules.build import build_models
+
+MODES = ["standard", "relative", "avd"]
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def parity_models(shared_dir):
+    """(generator, region_predictor, avd_network) of the parity model, eval mode, on the CPU."""
+    return load_checkpoints(*parity_paths(shared_dir), cpu=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_animator_reproduces_the_reference_frame_by_frame_animation(mode, batch_size, shared_dir, parity_models):
+    expected = parity_arrays(shared_dir)
+    source, driving = torch.from_numpy(expected["source"]), torch.from_numpy(expected["driving"])
+    animator = Animator(source, *parity_models, mode=mode)
+    prediction = torch.cat([animator(driving[i:i + batch_size])["prediction"]
+                            for i in range(0, len(driving), batch_size)])  # (T, 3, H, W), batches 3 + 1
+    error = (prediction - torch.from_numpy(expected[f"animate.{mode}.prediction"])).abs().max()
+    assert error <= TOLERANCE, f"{mode}, batch {batch_size}: max abs error {error:.3g}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_make_animation_keeps_the_reference_api_and_numbers(mode, shared_dir, parity_models):
+    expected = parity_arrays(shared_dir)
+    source = expected["source"][0].transpose(1, 2, 0)  # (H, W, 3)
+    driving = list(expected["driving"].transpose(0, 2, 3, 1))  # T x (H, W, 3)
+    frames = make_animation(source, driving, *parity_models, animation_mode=mode, cpu=True, batch_size=3)
+    assert len(frames) == len(driving) and frames[0].shape == (64, 64, 3)
+    error = np.abs(np.stack(frames).transpose(0, 3, 1, 2) - expected[f"animate.{mode}.prediction"]).max()
+    assert error <= TOLERANCE
+
+
+def test_initial_frame_is_the_reference_of_relative_motion(shared_dir, parity_models):
+    """Animating from frame k equals the reference's backward + forward passes that both start at frame k."""
+    expected = parity_arrays(shared_dir)
+    source = expected["source"][0].transpose(1, 2, 0)
+    driving = list(expected["driving"].transpose(0, 2, 3, 1))
+    k = 2
+    ours = make_animation(source, driving, *parity_models, animation_mode="relative", initial_frame=k)
+    forward = make_animation(source, driving[k:], *parity_models, animation_mode="relative", batch_size=1)
+    backward = make_animation(source, driving[:k + 1][::-1], *parity_models, animation_mode="relative",
+                              batch_size=1)
+    reference = backward[::-1] + forward[1:]
+    assert np.abs(np.stack(ours) - np.stack(reference)).max() <= TOLERANCE
+
+
+def test_layout_distance_is_zero_for_the_source_and_ignores_position_and_size(shared_dir, parity_models):
+    expected = parity_arrays(shared_dir)
+    source = torch.from_numpy(expected["source"])
+    animator = Animator(source, *parity_models)
+    distances = animator.layout_distance(torch.cat([torch.from_numpy(expected["driving"]), source]))  # (T + 1,)
+    assert distances[-1] < 1e-8 and (distances[:-1] > 1e-4).all()
+    shift = torch.rand(2, 5, 2)
+    assert torch.allclose(region_layout(shift * 0.5 + 0.2), region_layout(shift), atol=1e-5)
+
+
+def test_avd_mode_needs_an_avd_network(shared_dir, parity_models):
+    generator, region_predictor, _ = parity_models
+    with pytest.raises(ValueError, match="needs an AVD network"):
+        Animator(torch.rand(1, 3, 64, 64), generator, region_predictor, None, mode="avd")
+
+
+def test_batched():
+    assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
+    with pytest.raises(ValueError):
+        list(batched(range(3), 0))
+
+
+def test_frames_and_tensors_round_trip():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
+    tensor = frames_to_tensor(frames / 255.0, "cpu")  # (2, 3, 5, 7)
+    assert tensor.shape == (2, 3, 5, 7) and tensor.dtype == torch.float32
+    assert np.array_equal(tensor_to_uint8(tensor), frames)
+
+
+@pytest.mark.parametrize("suffix,fps", [(".mp4", 12), (".mp4", 29.97), (".gif", 10), (".mov", 8)])
+def test_video_writer_keeps_frame_count_and_rate(suffix, fps, tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (7, 32, 48, 3)).astype(np.uint8)
+    path = write_video(tmp_path / f"v{suffix}", frames, fps=fps)
+    assert count_frames(path) == 7
+    if suffix == ".gif":
+        assert iio.immeta(path)["duration"] == 100
+    else:
+        assert video_fps(path) == pytest.approx(fps, abs=0.01)
+
+
+def test_video_writer_refuses_unknown_formats(tmp_path):
+    with pytest.raises(ValueError, match="cannot write a '.xyz' video"):
+        VideoWriter(tmp_path / "out.xyz", 10)
+
+
+@pytest.fixture
+def eval_setup(tmp_path, shared_dir):
+    """A 3-video dataset (6 frames of 64x64 each) and a config for it; returns (config path, dataset)."""
+    root = write_dataset(tmp_path / "data", shared_dir)
+    config_path = write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=2, mode="avd")
+    config = load_config(config_path)
+    return config_path, FramesDataset(is_train=False, **config["dataset_params"])
+
+
+def test_animate_mode_writes_a_video_and_a_png_strip_per_pair(eval_setup, tmp_path, shared_dir):
+    config_path, dataset = eval_setup
+    config = load_config(config_path)
+    log_dir = tmp_path / "log"
+    out_dir = animate(config, build_models(config), parity_paths(shared_dir)[1], log_dir, dataset, "cpu",
+                      batch_size=4)
+    models = load_checkpoints(config_path, parity_paths(shared_dir)[1], cpu=True)
+    strips = sorted((out_dir / "png").glob("*.png"))
+    assert len(strips) == 2 and len(list(out_dir.glob("*.mp4"))) == 2
+    for strip in strips:
+        driving_name, source_name = strip.stem.split("-")
+        assert (out_dir / f"{strip.stem}.mp4").is_file() and count_frames(out_dir / f"{strip.stem}.mp4") == 6
+        image = iio.imread(strip)
+        assert image.shape == (64, 6 * 64, 3) and image.dtype == np.uint8
+        # The strip holds exactly the animation of the source's first frame by the driving video (lossless).
+        driving = np.stack([iio.imread(dataset.root_dir / driving_name / f"{t}.png") for t in range(6)]) / 255.0
+        source = iio.imread(dataset.root_dir / source_name / "0.png") / 255.0
+        frames = make_animation(source, list(driving), *models, animation_mode="avd")
+        expected = np.concatenate([tensor_to_uint8(torch.from_numpy(f).permute(2, 0, 1)[None])[0] for f in frames],
+                                  axis=1)
+        assert np.abs(image.astype(int) - expected).max() <= 1
+
+
+def test_animate_mode_avd_without_avd_network_is_a_clear_error(eval_setup, tmp_path, shared_dir):
+    config_path, dataset = eval_setup
+    checkpoint = torch.load(parity_paths(shared_dir)[1], map_location="cpu", weights_only=True)
+    del checkpoint["avd_network"]
+    no_avd = tmp_path / "no_avd.pth"
+    torch.save(checkpoint, no_avd)
+    config = load_config(config_path)
+    with pytest.raises(CheckpointError, match="no avd_network.*animate_params.mode"):
+        animate(config, build_models(config), no_avd, tmp_path / "log", dataset, "cpu")
+    # relative and standard modes do not need it
+    config["animate_params"]["mode"] = "relative"
+    config["animate_params"]["num_pairs"] = 1
+    out_dir = animate(config, build_models(config), no_avd, tmp_path / "log", dataset, "cpu")
+    assert len(list((out_dir / "png").glob("*.png"))) == 1
+
+
+def test_load_checkpoints_without_avd_network(tmp_path, shared_dir):
+    config_path, checkpoint_path = parity_paths(shared_dir)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    del checkpoint["avd_network"]
+    torch.save(checkpoint, tmp_path / "no_avd.pth")
+    generator, region_predictor, avd_network = load_checkpoints(config_path, tmp_path / "no_avd.pth", cpu=True)
+    assert avd_network is None and not generator.training and not region_predictor.training
+    models = build_models(load_config(config_path))
+    load_checkpoint(checkpoint_path, {"generator": models["generator"]})
+    assert all(torch.equal(a, b) for a, b in zip(models["generator"].state_dict().values(),
+                                                  generator.state_dict().values()))
