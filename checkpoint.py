@@ -53,7 +53,7 @@ def read_checkpoint(path, map_location="cpu"):
                                   "containers; refusing to unpickle it (it could run code)") from None
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint; it is probably truncated or "
                               "another kind of file (an interrupted or failed download?)") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint; it is probably truncated (an "
                               f"interrupted download or copy): {type(e).__name__}: {e}") from None
     if not isinstance(checkpoint, dict) or not any(name in checkpoint for name in MODEL_NAMES):
