@@ -1,0 +1,191 @@
+"""demo.py end to end on the parity model: every mode, the starting frame, sound, and each kind of bad input."""
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import demo
+from conftest import REPO_ROOT
+from eval_media import (add_sound, count_frames, driving_frames, parity_paths, source_image, video_fps,
+                        write_eval_config, write_sound_only, write_video)
+
+NUM_FRAMES, FPS = 10, 12
+
+
+@pytest.fixture
+def media(tmp_path, shared_dir):
+    """Paths of the parity config and checkpoint, a 64x64 source image and a 10-frame 12 fps driving video."""
+    config, checkpoint = parity_paths(shared_dir)
+    source = tmp_path / "source.png"
+    iio.imwrite(source, source_image(shared_dir))
+    driving = write_video(tmp_path / "driving.mp4", driving_frames(shared_dir, NUM_FRAMES), fps=FPS)
+    return {"config": config, "checkpoint": checkpoint, "source_image": source, "driving_video": driving,
+            "result_video": tmp_path / "result.mp4"}
+
+
+def run(capsys, media, *extra, **changes):
+    """demo.main with the media's paths (overridden by ``changes``); returns (exit code, stderr lines)."""
+    paths = {**media, **changes}
+    argv = [arg for key, value in paths.items() for arg in (f"--{key}", str(value))]
+    code = demo.main(argv + ["--img_shape", "64,64", "--cpu", "--quiet", *extra])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def assert_one_line_error(code, lines, *fragments):
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, lines
+    for fragment in fragments:
+        assert str(fragment) in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
+def test_each_mode_keeps_frame_count_and_rate(mode, media, capsys):
+    code, lines = run(capsys, media, "--mode", mode, "--batch_size", "4")
+    assert code == 0, lines
+    result = media["result_video"]
+    assert count_frames(result) == NUM_FRAMES and video_fps(result) == pytest.approx(FPS)
+    assert iio.improps(result).shape[1:] == (64, 64, 3)
+
+
+def test_find_best_frame_picks_the_frame_posed_like_the_source(media, capsys, shared_dir, tmp_path):
+    frames = driving_frames(shared_dir, NUM_FRAMES)
+    frames[6] = source_image(shared_dir)  # frame 6 is the source itself: its region layout matches exactly
+    driving = write_video(tmp_path / "posed.mp4", frames, fps=FPS)
+    code, lines = run(capsys, media, "--find_best_frame", "--batch_size", "4", driving_video=driving)
+    assert code == 0 and "best frame: 6" in lines, lines
+    assert count_frames(media["result_video"]) == NUM_FRAMES
+
+
+def test_best_frame_must_be_a_frame(media, capsys):
+    code, lines = run(capsys, media, "--best_frame", "3")
+    assert code == 0 and count_frames(media["result_video"]) == NUM_FRAMES
+    assert_one_line_error(*run(capsys, media, "--best_frame", str(NUM_FRAMES)), media["driving_video"],
+                          "--best_frame 10")
+
+
+def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
+    """Through the real command line, as a user runs it."""
+    with_sound = add_sound(media["driving_video"], tmp_path / "with_sound.mp4")
+    args = {**media, "driving_video": with_sound}
+    command = [sys.executable, str(REPO_ROOT / "demo.py"), "--img_shape", "64,64", "--cpu", "--audio",
+               *[arg for key, value in args.items() for arg in (f"--{key}", str(value))]]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "frame/s" in completed.stderr  # the progress bar
+    result = media["result_video"]
+    assert demo.has_audio(result) and not demo.has_audio(media["driving_video"])
+    assert count_frames(result) == NUM_FRAMES and video_fps(result) == pytest.approx(FPS)
+    assert not list(tmp_path.glob("tmp*")), "the silent intermediate video was left behind"
+
+
+def test_audio_on_a_silent_video_gives_a_silent_result(media, capsys):
+    code, lines = run(capsys, media, "--audio")
+    assert code == 0 and any("has no sound track" in line for line in lines)
+    assert count_frames(media["result_video"]) == NUM_FRAMES and not demo.has_audio(media["result_video"])
+
+
+def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, shared_dir, capsys):
+    config = write_eval_config(tmp_path / "config.yaml", shared_dir, tmp_path)  # frame_shape 64x64
+    source = tmp_path / "big.png"
+    iio.imwrite(source, np.repeat(np.repeat(source_image(shared_dir), 2, axis=0), 2, axis=1))  # 128x128
+    argv = ["--config", str(config), "--checkpoint", str(media["checkpoint"]), "--source_image", str(source),
+            "--driving_video", str(media["driving_video"]), "--result_video", str(media["result_video"]),
+            "--cpu", "--quiet"]
+    assert demo.main(argv) == 0
+    assert iio.improps(media["result_video"]).shape[1:] == (64, 64, 3)
+
+
+@pytest.mark.parametrize("kind,channels", [("alpha", 4), ("grey", 1), ("grey with alpha", 2)])
+def test_images_with_alpha_or_one_channel_are_used_as_rgb_with_a_note(kind, channels, media, capsys, tmp_path,
+                                                                      shared_dir):
+    image = source_image(shared_dir)
+    if channels == 4:
+        image = np.concatenate([image, np.full_like(image[..., :1], 255)], axis=2)
+    elif channels == 1:
+        image = image[..., 0]
+    else:
+        image = np.stack([image[..., 0], np.full_like(image[..., 0], 255)], axis=2)
+    path = tmp_path / "odd.png"
+    iio.imwrite(path, image)
+    code, lines = run(capsys, media, source_image=path)
+    assert code == 0, lines
+    word = "alpha channel" if kind == "alpha" else "grey-scale"
+    assert any(line.startswith("note:") and str(path) in line and word in line for line in lines), lines
+
+
+def test_a_non_square_image_is_resized_with_a_note(media, capsys, tmp_path, shared_dir):
+    path = tmp_path / "wide.png"
+    iio.imwrite(path, np.concatenate([source_image(shared_dir)] * 2, axis=1))  # 64x128
+    code, lines = run(capsys, media, source_image=path)
+    assert code == 0 and any("64x128" in line and str(path) in line and "resized" in line for line in lines)
+
+
+def test_the_source_is_resized_like_the_reference_did(media, shared_dir):
+    """read_source at the model's size equals the image itself at that size."""
+    image = demo.read_source(media["source_image"], (64, 64))
+    assert image.shape == (64, 64, 3) and np.abs(image * 255 - source_image(shared_dir)).max() < 1e-3
+
+
+def _garbage(path):
+    path.write_bytes(b"this is not a picture at all" * 10)
+    return path
+
+
+def _mismatched_config(tmp_path, shared_dir):
+    config = write_eval_config(tmp_path / "config10.yaml", shared_dir, tmp_path)
+    config.write_text(config.read_text().replace("num_regions: 5", "num_regions: 10"))
+    return config
+
+
+BAD_INPUTS = {
+    # name: (function of (tmp_path, shared_dir) -> {flag: path}, the words the error must hold besides the path)
+    "missing image": (lambda tmp, shared: {"source_image": tmp / "nope.png"}, "not found"),
+    "unreadable image": (lambda tmp, shared: {"source_image": _garbage(tmp / "bad.png")}, "cannot read image"),
+    "missing video": (lambda tmp, shared: {"driving_video": tmp / "nope.mp4"}, "not found"),
+    "unreadable video": (lambda tmp, shared: {"driving_video": _garbage(tmp / "bad.mp4")}, ""),
+    "video with no frames": (lambda tmp, shared: {"driving_video": write_sound_only(tmp / "sound.mp4")}, ""),
+    "empty frame folder": (lambda tmp, shared: {"driving_video": (tmp / "frames").mkdir() or tmp / "frames"},
+                           "no frames"),
+    "missing checkpoint": (lambda tmp, shared: {"checkpoint": tmp / "nope.pth"}, "not found"),
+    "not a checkpoint": (lambda tmp, shared: {"checkpoint": _garbage(tmp / "bad.pth")}, "checkpoint"),
+    "missing config": (lambda tmp, shared: {"config": tmp / "nope.yaml"}, "not found"),
+    "config/checkpoint mismatch": (lambda tmp, shared: {"config": _mismatched_config(tmp, shared)},
+                                   "checkpoint has 5 regions"),
+    "unknown result format": (lambda tmp, shared: {"result_video": tmp / "out.xyz"}, "cannot write"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_one_line_error_naming_the_file(case, media, capsys, tmp_path, shared_dir):
+    make, words = BAD_INPUTS[case]
+    changes = make(tmp_path, shared_dir)
+    code, lines = run(capsys, media, **changes)
+    assert_one_line_error(code, lines, next(iter(changes.values())), words)
+    assert not media["result_video"].exists()
+
+
+def test_avd_mode_with_a_checkpoint_without_avd_is_a_one_line_error(media, capsys, tmp_path):
+    checkpoint = torch.load(media["checkpoint"], map_location="cpu", weights_only=True)
+    del checkpoint["avd_network"]
+    torch.save(checkpoint, tmp_path / "no_avd.pth")
+    code, lines = run(capsys, media, "--mode", "avd", checkpoint=tmp_path / "no_avd.pth")
+    assert_one_line_error(code, lines, tmp_path / "no_avd.pth", "no avd_network", "--mode relative")
+    code, lines = run(capsys, media, "--mode", "relative", checkpoint=tmp_path / "no_avd.pth")
+    assert code == 0
+
+
+def test_no_arguments_runs_the_bundled_example_or_says_what_is_missing(tmp_path):
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "demo.py"), "--cpu", "--quiet"],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    missing = [path for path in demo.BUNDLED.values() if not (REPO_ROOT / path).exists()]
+    if missing:
+        assert completed.returncode != 0
+        lines = completed.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
+        assert all(path in lines[0] for path in missing)
+    else:
+        assert completed.returncode == 0, completed.stderr
+        assert count_frames(tmp_path / "result.mp4") == count_frames(REPO_ROOT / demo.BUNDLED["driving_video"])
