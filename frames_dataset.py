@@ -486,9 +486,9 @@ def read_pairs(pairs_list, videos):
     for i, name in enumerate(videos):  # also accept names without their file extension
         index.setdefault(os.path.splitext(name)[0], i)
     try:
-        with open(pairs_list, newline='') as file:
-            rows = list(csv.DictReader(file))
-            columns = rows[0].keys() if rows else []
+        with open(pairs_list, newline='', encoding='utf-8-sig') as file:  # -sig: a spreadsheet's BOM is not a name
+            reader = csv.DictReader(file)
+            rows, columns = list(reader), reader.fieldnames or []
     except OSError as error:
         raise FileNotFoundError(f"cannot read pairs list {pairs_list}: {error}") from error
     if not {'source', 'driving'} <= set(columns):

@@ -3,15 +3,16 @@ import csv
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
 from frames_dataset import FramesDataset, PairedDataset, read_video
 
-_spec = importlib.util.spec_from_file_location('make_puppets', REPO_ROOT / 'tools' / 'make_puppets.py')
+# Loaded by path (tools/ is not a package); registered so that the worker pool can pickle its jobs.
+_spec = importlib.util.spec_from_file_location('make_puppets', Path(__file__).parents[1] / 'tools' / 'make_puppets.py')
 mp = sys.modules.setdefault('make_puppets', importlib.util.module_from_spec(_spec))
 if not hasattr(mp, 'generate'):
     _spec.loader.exec_module(mp)

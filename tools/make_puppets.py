@@ -17,7 +17,7 @@ Layout of ``--out``:
     test_pairs.csv                                           listed in test_pairs.csv (columns source, driving)
     puppets.json, README.md, preview.png (with --preview)
 
-Python API (import tools.make_puppets): ``make_identity(seed, index)``, ``make_poses(rng, num_frames)``,
+Python API (``from tools import make_puppets``): ``make_identity(seed, index)``, ``make_poses(rng, num_frames)``,
 ``render_clip(identity, poses, size)`` -> (frames, keypoints), ``load_identity(out, video)`` and
 ``load_poses(out, split, video)`` to re-render any identity in any clip's motion.
 
@@ -52,7 +52,7 @@ ANGLES = ('torso', 'neck', 'right_shoulder', 'right_elbow', 'left_shoulder', 'le
 ANGLE_LIMITS = np.deg2rad(np.array([(-12, 12), (-25, 25), (-15, 110), (0, 120), (-15, 110), (0, 120),
                                     (-10, 45), (0, 70), (-10, 45), (0, 70)], dtype=np.float64))  # (10, 2)
 # Parts in drawing order (far to near, a fixed depth order, so occlusions stay consistent): name, the
-# joint it starts from, the joint it ends at (None for the head, a disc), and which width it takes.
+# joint it starts from and the joint it ends at (None for the head, a disc about its centre).
 PARTS = (('left_upper_arm', 'left_shoulder', 'left_elbow'), ('left_lower_arm', 'left_elbow', 'left_wrist'),
          ('left_upper_leg', 'left_hip', 'left_knee'), ('left_lower_leg', 'left_knee', 'left_ankle'),
          ('right_upper_leg', 'right_hip', 'right_knee'), ('right_lower_leg', 'right_knee', 'right_ankle'),
@@ -104,7 +104,7 @@ def make_identity(seed, index):
     part_widths = {name: widths[name.split('_', 1)[-1]] for name, _, _ in PARTS if name not in ('torso', 'head')}
     part_widths.update(torso=widths['torso'], head=2 * lengths['head_radius'])
     colours = []
-    for _ in PARTS:  # a vivid colour and a darker, hue-shifted one, so the texture reads at 64x64
+    for _ in PARTS:  # a light and a dark colour (hues drawn apart), so the texture reads at 64x64
         light = _colour(rng, (0.45, 1.0), (0.6, 1.0))
         dark = _colour(rng, (0.3, 1.0), (0.1, 0.45))
         colours.append((light, dark) if rng.uniform() < 0.5 else (dark, light))
@@ -176,13 +176,15 @@ def _camera(poses):
     return scale, matrix, poses.camera[:, 2:]
 
 
-def _to_image(points, poses, size):
-    """World points (T, ..., 2) to pixel coordinates (col, row) through the camera."""
+def _through_camera(points, poses):
+    """World points (T, N, 2) to where the camera shows them, in frame heights: [0, 1] is in frame."""
     _, matrix, shift = _camera(poses)
-    shape = points.shape
-    points = points.reshape(shape[0], -1, 2) - 0.5  # (T, N, 2) about the frame centre
-    points = np.einsum('tij,tnj->tni', matrix, points) + 0.5 + shift[:, None]  # (T, N, 2)
-    return (points * size - 0.5).reshape(shape)
+    return np.einsum('tij,tnj->tni', matrix, points - 0.5) + 0.5 + shift[:, None]  # (T, N, 2)
+
+
+def _to_image(points, poses, size):
+    """World points (T, N, 2) to pixel coordinates (col, row) through the camera."""
+    return _through_camera(points, poses) * size - 0.5  # (T, N, 2)
 
 
 def _background(identity, poses, size):
@@ -279,8 +281,9 @@ def render(identity, poses, size, draw_figure=True):
                 corner = 0.4 * half_width
             else:  # limbs are capsules about their bones, the head a disc
                 span, corner = (-half_width, length + half_width), half_width
-            _draw_part(canvas, coverage, *(np.asarray(x, np.float32) for x in (start, direction, span, half_width,
-                       corner, identity.colours[index])), identity.patterns[index], pixels_per_unit.astype(np.float32))
+            geometry = [np.asarray(x, np.float32) for x in (start, direction, span, half_width, corner)]
+            _draw_part(canvas, coverage, *geometry, identity.colours[index].astype(np.float32),
+                       identity.patterns[index], pixels_per_unit.astype(np.float32))
     keypoints = np.stack([pixel[name] for name in JOINTS], 1)  # (T, J, 2)
     return np.clip(canvas, 0, 1), coverage, keypoints
 
@@ -307,23 +310,26 @@ def normalise_keypoints(keypoints, size):
 # ----------------------------------------------------------------------------------------------------------
 # The dataset on disk
 
-KEYPOINT_LIMIT = 0.98  # clips whose joints leave [-0.98, 0.98] are redrawn, so every joint stays in frame
+# Clips whose joints come nearer the frame's edge than this (frame heights) are redrawn (about 1 in 200): then
+# every keypoint lies in [-1, 1] at any size from 32 pixels up (pixel centres span [0.5/S, 1 - 0.5/S]).
+EDGE_MARGIN = 0.016
 
 
-def keypoints_of(identity, poses, size):
-    """Keypoints (T, J, 2) in [-1, 1] without rendering (forward kinematics and camera only)."""
+def in_frame(identity, poses):
+    """Whether every joint of ``identity`` in ``poses`` stays EDGE_MARGIN inside the frame (any size)."""
     points = forward_kinematics(identity, poses)
-    return normalise_keypoints(_to_image(np.stack([points[n] for n in JOINTS], 1), poses, size), size)
+    shown = _through_camera(np.stack([points[n] for n in JOINTS], 1), poses)  # (T, J, 2)
+    return bool(((shown >= EDGE_MARGIN) & (shown <= 1 - EDGE_MARGIN)).all())
 
 
-def clip_poses(seed, identity_index, clip_index, num_frames, camera_prob=0.5, size=64):
+def clip_poses(seed, identity_index, clip_index, num_frames, camera_prob=0.5):
     """The poses of clip ``clip_index`` of identity ``identity_index``: deterministic, all joints in frame."""
     rng = np.random.default_rng([seed, 1, identity_index, clip_index])
     camera_motion = rng.uniform() < camera_prob
     identity = make_identity(seed, identity_index)
-    for _ in range(100):
+    for _ in range(100):  # in practice one or two draws
         poses = make_poses(rng, num_frames, camera_motion)
-        if np.abs(keypoints_of(identity, poses, size)).max() <= KEYPOINT_LIMIT:
+        if in_frame(identity, poses):
             break
     return poses
 
@@ -360,19 +366,19 @@ def _make_job(job, settings):
         _, source, driving = job
         _, identity_index, _ = parse_video_name(source)
         _, driving_identity, driving_clip = parse_video_name(driving)
-        poses = clip_poses(seed, driving_identity, driving_clip, frames, camera_prob, size)
+        poses = clip_poses(seed, driving_identity, driving_clip, frames, camera_prob)
         clip, keypoints = render_clip(make_identity(seed, identity_index), poses, size)
         _write_clip(out, 'transfer', f"{source}__{driving}", clip, keypoints)
     else:
         split, name = job
         _, identity_index, clip_index = parse_video_name(name)
-        poses = clip_poses(seed, identity_index, clip_index, frames, camera_prob, size)
+        poses = clip_poses(seed, identity_index, clip_index, frames, camera_prob)
         clip, keypoints = render_clip(make_identity(seed, identity_index), poses, size)
         _write_clip(out, split, name, clip, keypoints, poses)
     return len(clip)
 
 
-def plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camera_prob=0.5, size=64):
+def plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camera_prob=0.5):
     """Video names per split, and the (source, driving) test pairs, all from different identities when possible.
 
     Test identities are numbered after the training ones, so the two splits share none.
@@ -387,11 +393,11 @@ def plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camer
     for i in range(num_pairs if test else 0):
         driving = test[i % len(test)]
         others = [name for name in test if name.split('#')[0] != driving.split('#')[0]] or test
-        poses = clip_poses(seed, *parse_video_name(driving)[1:], frames, camera_prob, size)
+        poses = clip_poses(seed, *parse_video_name(driving)[1:], frames, camera_prob)
         for _ in range(10):  # a source whose figure keeps every joint in frame in this motion
             source = others[rng.integers(len(others))]
             _, identity_index, _ = parse_video_name(source)
-            if np.abs(keypoints_of(make_identity(seed, identity_index), poses, size)).max() <= KEYPOINT_LIMIT:
+            if in_frame(make_identity(seed, identity_index), poses):
                 break
         pairs.append((source, driving))
     return splits, pairs
@@ -503,10 +509,10 @@ def prepare_output(out, overwrite):
 def generate(out, size=64, num_train=200, num_test=20, frames=48, seed=0, clips_per_identity=4, num_pairs=20,
              camera_prob=0.5, workers=None, preview=False, overwrite=False, command=''):
     """Write a puppet set to ``out`` (layout in the module docstring); returns the settings written."""
-    if seed < 0 or size < 16 or frames < 2 or clips_per_identity < 1 or min(num_train, num_test, num_pairs) < 0:
-        raise ValueError("need seed >= 0, size >= 16, frames >= 2, clips >= 1 and non-negative counts")
+    if seed < 0 or size < 32 or frames < 2 or clips_per_identity < 1 or min(num_train, num_test, num_pairs) < 0:
+        raise ValueError("need seed >= 0, size >= 32, frames >= 2, clips >= 1 and non-negative counts")
     prepare_output(out, overwrite)
-    splits, pairs = plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camera_prob, size)
+    splits, pairs = plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camera_prob)
     settings = dict(seed=seed, size=size, frames=frames, train=num_train, test=num_test, clips=clips_per_identity,
                     pairs=len(pairs), camera_prob=camera_prob, out=str(out))
     jobs = [(split, name) for split in ('train', 'test') for name in splits[split]]
