@@ -28,7 +28,7 @@ from animate import (ANIMATION_MODES, DEFAULT_FPS, Animator, VideoWriter, batche
 from checkpoint import CheckpointError, load_checkpoint
 from config import ConfigError, load_config
 from device import pick_device
-from frames_dataset import VideoReadError, iter_video_frames, read_image, video_info
+from frames_dataset import VIDEO_EXTENSIONS, VideoReadError, iter_video_frames, read_image, video_info
 from modules.build import build_models
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -119,6 +119,9 @@ def open_driving(path, img_shape):
     """The driving video's (num_frames, fps); raises DemoError or VideoReadError naming the file."""
     if not os.path.exists(path):
         raise DemoError(f"{path}: driving video not found")
+    if os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS) and os.path.getsize(path) > 0 \
+            and not has_stream(path, "Video") and has_stream(path, "Audio"):
+        raise DemoError(f"{path} contains no frames: it has a sound track and no video stream")
     info = video_info(path, img_shape)
     if not info.num_frames:
         raise DemoError(f"{path} contains no frames")
@@ -174,11 +177,15 @@ def animate_video(animator, driving_path, result_path, img_shape, fps, num_frame
 # Sound
 
 
-def has_audio(path):
-    """Whether a media file has an audio stream (ffmpeg lists it when asked to read the file)."""
+def has_stream(path, kind):
+    """Whether a media file has a stream of ``kind`` ('Audio' or 'Video'), as ffmpeg lists its streams."""
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     result = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return re.search(r"Stream #\S+.*: Audio:", result.stderr) is not None
+    return re.search(rf"Stream #\S+.*: {kind}:", result.stderr) is not None
+
+
+def has_audio(path):
+    return has_stream(path, "Audio")
 
 
 def add_audio(video_path, driving_path, result_path):
@@ -301,7 +308,11 @@ def demo(args):
 
 
 def one_line(error):
-    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    """An error message on one line: 'header:' lines run into the next, other lines are joined by '; '."""
+    text = ""
+    for line in (line.strip() for line in str(error).splitlines() if line.strip()):
+        text += line if not text else (" " if text.endswith(":") else "; ") + line
+    return text
 
 
 def main(argv=None):
