@@ -1,0 +1,183 @@
+"""Train, evaluate and animate from a config: the command line of the project.
+
+    python run.py --config config/vox256.yaml                                  # first stage, new run
+    python run.py --config config/vox256.yaml --checkpoint log/<run>/00000009-cpk-reconstruction.pth  # resume
+    python run.py --config config/vox256.yaml --mode train_avd --checkpoint log/<run>/00000099-cpk-reconstruction.pth
+    python run.py --config config/vox256.yaml --mode reconstruction --checkpoint vox256.pth
+    torchrun --nproc_per_node=4 run.py --config config/vox256.yaml           # one process per GPU (DDP)
+
+A new run writes to ``<log_dir>/<config name>_<YYYYmmdd-HHMMSS>/`` with the resolved config copied in; given
+``--checkpoint``, the run continues in that checkpoint's folder.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from checkpoint import CheckpointError
+from config import ConfigError, load_config, require_section, save_config
+from device import pick_device
+from modules.build import build_models
+
+MODES = ("train", "train_avd", "reconstruction", "animate")
+
+
+class UsageError(RuntimeError):
+    """A command line that cannot run as given; the message says what to change."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="path to a YAML config (see config/)")
+    parser.add_argument("--mode", default="train", choices=MODES)
+    parser.add_argument("--log_dir", default="log", help="folder under which a new run makes its own folder")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint to resume from (train), to start from (train_avd) or to evaluate")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument("--device_ids", default=None,
+                        help="kept for old command lines: the first id picks the GPU; for several GPUs use torchrun")
+    parser.add_argument("--mixed_precision", default=None, choices=("none", "bf16", "fp16"),
+                        help="overrides train_params.mixed_precision (CUDA only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every epoch")
+    parser.add_argument("--verbose", action="store_true", help="print the config and the networks")
+    return parser.parse_args(None if argv is None else [str(a) for a in argv])  # paths welcome
+
+
+def choose_device(args):
+    """The device of this process: torchrun's LOCAL_RANK GPU, else --device (or the first of --device_ids)."""
+    spec = args.device
+    if args.device_ids is not None and spec == "auto" and torch.cuda.is_available():
+        ids = [i for i in args.device_ids.split(",") if i.strip()]
+        if len(ids) > 1:
+            print(f"--device_ids {args.device_ids}: one process drives one GPU; for several GPUs launch with "
+                  f"torchrun --nproc_per_node={len(ids)} (see README). Using cuda:{ids[0]}.")
+        spec = f"cuda:{ids[0].strip()}"
+    try:
+        device = pick_device(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device):
+    """Join the process group torchrun (or a test) set up through the environment; NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def make_log_dir(args, rank):
+    """The run's folder: the checkpoint's when given, else a new time-stamped one (made by rank 0, shared)."""
+    if args.checkpoint is not None:
+        log_dir = Path(args.checkpoint).parent
+    elif rank == 0:
+        stem = f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+        log_dir, n = Path(args.log_dir) / stem, 1
+        while log_dir.exists():  # two runs started in the same second
+            n += 1
+            log_dir = Path(args.log_dir) / f"{stem}-{n}"
+        log_dir.mkdir(parents=True)
+    else:
+        log_dir = None
+    if dist.is_initialized():
+        shared = [str(log_dir) if log_dir is not None else None]
+        dist.broadcast_object_list(shared, src=0)
+        log_dir = Path(shared[0])
+    return log_dir
+
+
+def copy_config(config, config_path, log_dir):
+    """Save the resolved config in the run's folder; a resumed run with a changed config adds a dated copy."""
+    target = log_dir / Path(config_path).name
+    if target.exists():
+        try:
+            if load_config(target) == config:
+                return target
+        except ConfigError:
+            pass
+        target = log_dir / f"{Path(config_path).stem}_{time.strftime('%Y%m%d-%H%M%S')}{Path(config_path).suffix}"
+    save_config(config, target)
+    return target
+
+
+def make_dataset(config, mode, config_name):
+    from frames_dataset import FramesDataset
+    params = require_section(config, "dataset_params", config_name)
+    return FramesDataset(is_train=mode in ("train", "train_avd"), **params)
+
+
+def main(argv=None):
+    """Run one mode; returns what the mode returns (the last checkpoint for the training modes)."""
+    args = parse_args(argv)
+    config = load_config(args.config)
+    if args.mixed_precision is not None:
+        require_section(config, "train_params", args.config)["mixed_precision"] = args.mixed_precision
+    if args.mode != "train" and args.checkpoint is None:
+        what = "a first-stage checkpoint, <run>/<epoch>-cpk-reconstruction.pth" if args.mode == "train_avd" else \
+            "a trained or published checkpoint"
+        raise UsageError(f"--mode {args.mode} needs --checkpoint ({what})")
+    if args.mode in ("reconstruction", "animate") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"--mode {args.mode} runs in one process: launch it with python, not torchrun")
+    device = choose_device(args)
+    distributed = init_distributed(device)
+    try:
+        rank = dist.get_rank() if distributed else 0
+        log_dir = make_log_dir(args, rank)
+        if rank == 0:
+            config_copy = copy_config(config, args.config, log_dir)
+            print(f"{args.mode}: {log_dir} (config {config_copy.name}, device {device}"
+                  f"{f', {dist.get_world_size()} processes' if distributed else ''})")
+            if args.verbose:
+                print(config)
+        torch.manual_seed(args.seed)  # the same initial weights in every process
+        models = build_models(config, device)
+        dataset = make_dataset(config, args.mode, args.config)
+        common = dict(config=config, models=models, checkpoint_path=args.checkpoint, log_dir=log_dir,
+                      dataset=dataset, device=device)
+        if args.mode == "train":
+            from train import train
+            return train(**common, seed=args.seed, verbose=args.verbose, config_name=args.config)
+        if args.mode == "train_avd":
+            from train_avd import train_avd
+            return train_avd(**common, seed=args.seed, verbose=args.verbose, config_name=args.config)
+        if args.mode == "reconstruction":
+            from reconstruction import reconstruction
+            return reconstruction(**common)
+        from animate import animate
+        return animate(**common)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def cli(argv=None):
+    """``main`` with errors a user can act on printed as one message instead of a traceback; returns the exit code."""
+    from frames_dataset import VideoReadError
+    from losses import VGGWeightsUnavailable
+    from trainer import TrainingError, TrainingInterrupted
+    try:
+        main(argv)
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except (UsageError, ConfigError, CheckpointError, TrainingError, VGGWeightsUnavailable, FileNotFoundError,
+            VideoReadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

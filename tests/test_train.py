@@ -1,0 +1,190 @@
+"""Training stages called as functions: learning happens, AVD leaves the first stage alone, resume helpers,
+NaN stops, and the logger's files."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import read_checkpoint, save_checkpoint
+from config import load_config
+from frames_dataset import FramesDataset
+from logger import Logger, format_losses
+from losses import RandomTransform, Vgg19
+from modules.build import build_models
+from tiny_training import make_tiny_dataset, write_tiny_config
+from train import ReconstructionModel, train
+from train_avd import AVDModel, scale_region_params, train_avd
+from trainer import TrainingError, check_finite, make_scheduler, resume
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(config, dataset) of the tiny config on a generated dataset."""
+    root = tmp_path_factory.mktemp("data")
+    make_tiny_dataset(root)
+    config = load_config(write_tiny_config(root / "tiny.yaml", root))
+    return config, FramesDataset(is_train=True, **config["dataset_params"])
+
+
+@pytest.fixture(scope="module")
+def reconstruction_checkpoint(tiny, tmp_path_factory):
+    """A first-stage checkpoint after one short epoch."""
+    config, dataset = tiny
+    config = {**config, "train_params": {**config["train_params"], "num_epochs": 1}}
+    log_dir = tmp_path_factory.mktemp("stage1")
+    torch.manual_seed(0)
+    return train(config, build_models(config), None, log_dir, dataset, CPU)
+
+
+def test_loss_falls_on_a_fixed_batch(tiny):
+    config, dataset = tiny
+    torch.manual_seed(0)
+    networks = {k: v for k, v in build_models(config).items() if k != "avd_network"}
+    model = ReconstructionModel(**networks, vgg=Vgg19("random"), train_params=config["train_params"],
+                                model_params=config["model_params"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    items = [dataset[i] for i in range(2)]
+    source = torch.stack([torch.from_numpy(item["source"]) for item in items])  # (2, 3, 32, 32)
+    driving = torch.stack([torch.from_numpy(item["driving"]) for item in items])
+    totals = []
+    for _ in range(15):
+        torch.manual_seed(1)  # the same random warp every step
+        transform = RandomTransform(2, **config["train_params"]["transform_params"])
+        losses, _ = model(source, driving, transform)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals.append(loss.item())
+    assert all(np.isfinite(totals))
+    assert np.mean(totals[-3:]) < 0.6 * totals[0], totals
+
+
+def test_every_trained_parameter_gets_a_gradient(tiny):
+    config, dataset = tiny
+    torch.manual_seed(0)
+    networks = {k: v for k, v in build_models(config).items() if k != "avd_network"}
+    model = ReconstructionModel(**networks, vgg=Vgg19("random"), train_params=config["train_params"],
+                                model_params=config["model_params"])
+    item = dataset[0]
+    source, driving = (torch.from_numpy(item[k])[None].expand(2, -1, -1, -1) for k in ("source", "driving"))
+    losses, generated = model(source, driving, RandomTransform(2, 0.05, 0.005, 5))
+    assert set(losses) == {"perceptual", "equivariance_shift", "equivariance_affine"}
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert not any(p.requires_grad for p in model.vgg.parameters())
+    assert {"prediction", "transformed_frame", "transformed_region_params"} <= set(generated)
+
+
+def test_avd_stage_needs_a_checkpoint(tiny, tmp_path):
+    config, dataset = tiny
+    with pytest.raises(TrainingError, match="needs --checkpoint"):
+        train_avd(config, build_models(config), None, tmp_path, dataset, CPU)
+
+
+def test_avd_stage_freezes_the_first_stage(tiny, reconstruction_checkpoint):
+    config, dataset = tiny
+    models = build_models(config)
+    modes = []
+    for name in ("region_predictor", "generator", "bg_predictor"):
+        models[name].register_forward_pre_hook(lambda m, args, name=name: modes.append((name, m.training)))
+    avd_checkpoint = train_avd(config, models, reconstruction_checkpoint, reconstruction_checkpoint.parent,
+                               dataset, CPU)
+    assert avd_checkpoint.name == "00000000-cpk-avd.pth"
+    assert modes and not any(training for _, training in modes), "frozen modules must run in eval mode"
+    assert {name for name, _ in modes} >= {"region_predictor", "generator"}  # the generator draws the picture
+
+    before, after = read_checkpoint(reconstruction_checkpoint), read_checkpoint(avd_checkpoint)
+    for name in ("region_predictor", "generator", "bg_predictor"):
+        assert before[name].keys() == after[name].keys()
+        for key, value in before[name].items():  # weights, running means/variances, batch counts
+            assert torch.equal(value, after[name][key]), f"{name}.{key} changed"
+    # Each optimizer under its own key; the first stage's carried over unchanged.
+    assert after["optimizer_reconstruction"]["param_groups"] == before["optimizer_reconstruction"]["param_groups"]
+    avd_params = sum(1 for _ in models["avd_network"].parameters())
+    assert len(after["optimizer_avd"]["param_groups"][0]["params"]) == avd_params
+    assert len(after["optimizer_avd"]["state"]) == avd_params  # Adam took steps on the AVD network only
+    assert after["epoch_avd"] == 0 and after["epoch_reconstruction"] == before["epoch_reconstruction"] == 0
+    assert "scheduler_avd" in after and "avd_network" in after
+    assert (avd_checkpoint.parent / "train-vis" / "00000000-avd.png").is_file()
+
+
+def test_avd_model_keeps_region_predictor_in_eval(tiny):
+    config, _ = tiny
+    models = build_models(config)
+    model = AVDModel(models["region_predictor"], models["avd_network"], config["train_avd_params"]).train()
+    assert model.training and model.avd_network.training and not model.region_predictor.training
+    assert not any(p.requires_grad for p in model.region_predictor.parameters())
+
+
+def test_random_scale_is_a_diagonal_on_every_region():
+    params = {"shift": torch.randn(2, 3, 2), "affine": torch.randn(2, 3, 2, 2)}
+    scale = torch.tensor([[[2.0, 3.0]], [[0.5, 1.0]]])  # (B, 1, 2)
+    scaled = scale_region_params(params, scale)
+    diag = torch.diag_embed(scale)  # (B, 1, 2, 2)
+    torch.testing.assert_close(scaled["affine"], diag @ params["affine"])
+    torch.testing.assert_close(scaled["shift"], (diag @ params["shift"].unsqueeze(-1)).squeeze(-1))
+
+
+def test_resume_without_scheduler_state_follows_the_milestones(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    path = save_checkpoint(tmp_path / "published.pth", {"generator": net}, epoch_reconstruction=4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    scheduler = make_scheduler(optimizer, [3, 10])
+    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
+    assert first == 5 and optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    optimizer.step()
+    for _ in range(5):  # epochs 5..9, then the milestone at 10
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+class _NaNDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        frame = np.full((3, 32, 32), np.nan, np.float32)
+        return {"source": frame, "driving": frame, "name": str(i)}
+
+
+def test_non_finite_numbers_stop_with_a_message_and_keep_the_checkpoint(tiny, tmp_path):
+    config, _ = tiny
+    with pytest.raises(TrainingError, match="forward pass failed .* at epoch 0, iteration 0; stopping without"):
+        train(config, build_models(config), None, tmp_path, _NaNDataset(), CPU)
+    assert not list(tmp_path.glob("*.pth"))
+    with pytest.raises(TrainingError, match=r"loss is not finite \(perceptual = nan\) at epoch 3, iteration 7.*"
+                                            r"the last good checkpoint is log/00000002-cpk"):
+        check_finite({"perceptual": float("nan"), "equivariance_shift": 1.0}, 3, 7, "log/00000002-cpk.pth")
+    check_finite({"perceptual": 1.0}, 3, 7, None)
+
+
+def test_logger_files(tmp_path):
+    logger = Logger(tmp_path, "reconstruction")
+    for epoch, values in ((0, (4.0, 2.0)), (1, (3.0, 1.0)), (1, (2.0, 0.5))):  # epoch 1 trained again (resume)
+        logger.log_iter({"perceptual": values[0], "equivariance_shift": values[1]})
+        logger.log_iter({"perceptual": values[0], "equivariance_shift": values[1]})
+        means = logger.log_epoch(epoch, lr=1e-3, seconds=1.0)
+    assert means == {"perceptual": 2.0, "equivariance_shift": 0.5}
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert lines[0] == "00000000) perceptual - 4.00000; equivariance_shift - 2.00000"
+    assert all(re.fullmatch(r"\d{8}\) (\w+ - \d+\.\d{5}(; )?)+", line) for line in lines)
+    records = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert records[-1] == {"stage": "reconstruction", "epoch": 1, "losses": means, "lr": 1e-3, "seconds": 1.0}
+    assert logger.history()["perceptual"] == [(0, 4.0), (1, 2.0)]
+    assert (tmp_path / "loss-curve-reconstruction.png").stat().st_size > 1000
+    assert format_losses(12, {"a": 95.123454}) == "00000012) a - 95.12345"
+
+
+def test_logger_on_other_ranks_writes_nothing(tmp_path):
+    logger = Logger(tmp_path / "run", "avd", enabled=False)
+    logger.log_iter({"shift": 1.0})
+    logger.log_epoch(0)
+    logger.save_image("x.png", np.zeros((4, 4, 3), np.uint8))
+    assert not (tmp_path / "run").exists()

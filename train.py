@@ -1,0 +1,162 @@
+"""First training stage, ``--mode train`` (METHOD.md §8; paper Sec. 3.5): region predictor, background motion
+predictor and generator learn to reconstruct the driving frame of a pair from its source frame.
+
+Each epoch: the mean losses go to ``log.txt`` / ``losses.jsonl`` and the loss curve, a picture of the last batch
+to ``train-vis/``, and every ``checkpoint_freq`` epochs (and at the last) a checkpoint
+``{epoch:08d}-cpk-reconstruction.pth``. A checkpoint holds the three networks, ``optimizer_reconstruction``,
+``scheduler_reconstruction``, ``epoch_reconstruction`` (the last finished epoch) and the config; training from
+it continues at the next epoch. SIGINT/SIGTERM write ``{epoch:08d}-interrupted-cpk-reconstruction.pth`` (the
+weights so far; resuming from it trains that epoch again). Only rank 0 writes.
+"""
+import time
+from itertools import chain
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from checkpoint import save_checkpoint
+from logger import Logger, format_losses
+from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses,
+                    float32_geometry, perceptual_loss)
+from trainer import (GracefulStop, MixedPrecision, TrainingInterrupted, barrier, check_finite, checkpoint_name,
+                     distribute, diverged, make_loader, make_scheduler, rank_and_world, resume, start_epoch, summarise_step)
+from visualizer import Visualizer
+
+NETWORKS = ("generator", "region_predictor", "bg_predictor")
+VIS_ROWS = 8  # batch items shown in the per-epoch picture
+
+
+def as_float32(region_params):
+    """Region params with floating entries in float32 (they feed inverses and warps)."""
+    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in region_params.items()}
+
+
+class ReconstructionModel(nn.Module):
+    """The three networks of the first stage and the losses, as one module so that DDP sees one forward."""
+
+    def __init__(self, generator, region_predictor, bg_predictor, vgg, train_params, model_params):
+        super().__init__()
+        self.generator, self.region_predictor, self.bg_predictor = generator, region_predictor, bg_predictor
+        self.vgg = vgg
+        self.pyramid = ImagePyramid(train_params["scales"], model_params["num_channels"])
+        self.loss_weights = train_params["loss_weights"]
+        self.revert_axis_swap = model_params["revert_axis_swap"]
+
+    def forward(self, source, driving, transform):
+        """source, driving (B, C, H, W); transform a RandomTransform. Returns (losses, generated)."""
+        source_params = as_float32(self.region_predictor(source))
+        driving_params = as_float32(self.region_predictor(driving))
+        bg_params = self.bg_predictor(source, driving).float()  # (B, 3, 3)
+        generated = self.generator(source, driving_region_params=driving_params,
+                                   source_region_params=source_params, bg_params=bg_params)
+        generated.update(source_region_params=source_params, driving_region_params=driving_params)
+        losses = {"perceptual": perceptual_loss(self.vgg, self.pyramid, generated["prediction"], driving,
+                                                self.loss_weights["perceptual"])}
+        if self.loss_weights["equivariance_shift"] != 0 or self.loss_weights["equivariance_affine"] != 0:
+            with float32_geometry(source.device.type):
+                transformed_frame = transform.transform_frame(driving)  # (B, C, H, W)
+            transformed_params = as_float32(self.region_predictor(transformed_frame))
+            generated.update(transformed_frame=transformed_frame, transformed_region_params=transformed_params)
+            with float32_geometry(source.device.type):
+                losses.update(equivariance_losses(driving_params, transformed_params, transform,
+                                                  self.loss_weights, self.revert_axis_swap))
+        return losses, generated
+
+
+def build_vgg(weights, config_name, device):
+    """The perceptual loss's VGG-19; rank 0 downloads the ImageNet weights if needed, the others wait."""
+    rank, _ = rank_and_world()
+    if weights == "imagenet":
+        ensure_vgg19_weights(config_name, download=rank == 0)
+        barrier()
+    return Vgg19(weights).to(device)
+
+
+def picture(visualizer, batch, generated, rows=VIS_ROWS):
+    """The per-epoch picture of up to ``rows`` items of a batch (uint8 (rows*H, columns*W, 3))."""
+    def head(x):
+        return {k: head(v) for k, v in x.items()} if isinstance(x, dict) else x[:rows].detach()
+    return visualizer.visualize(driving=head(batch["driving"]), source=head(batch["source"]), out=head(generated))
+
+
+def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
+    """Train the first stage for ``train_params.num_epochs`` epochs, or resume from ``checkpoint_path``.
+
+    Returns the path of the last checkpoint written (None when there was nothing to train).
+    """
+    params, config_name = config["train_params"], config_name or "the config"
+    rank, world = rank_and_world()
+    main = rank == 0
+    networks = {name: models[name].to(device).train() for name in NETWORKS}
+    optimizer = torch.optim.Adam(chain(*(n.parameters() for n in networks.values())), lr=params["lr"],
+                                 betas=(0.5, 0.999))
+    scheduler = make_scheduler(optimizer, params["epoch_milestones"])
+    mixed = MixedPrecision(params["mixed_precision"], device)
+    first_epoch, last_saved = 0, checkpoint_path
+    if checkpoint_path is not None:
+        first_epoch, state = resume(checkpoint_path, networks, optimizer, scheduler, "reconstruction", params["lr"],
+                                    config_name, device)
+        if "scaler_reconstruction" in state:
+            mixed.scaler.load_state_dict(state["scaler_reconstruction"])
+    if first_epoch >= params["num_epochs"]:
+        if main:
+            print(f"{checkpoint_path} has finished epoch {first_epoch - 1}, and train_params.num_epochs is "
+                  f"{params['num_epochs']}: nothing to train (raise num_epochs to train on)")
+        return None
+
+    vgg = build_vgg(params["vgg_weights"], config_name, device)
+    model = distribute(ReconstructionModel(**networks, vgg=vgg, train_params=params,
+                                           model_params=config["model_params"]).to(device),
+                       device, sync_bn=params["use_sync_bn"])
+    loader = make_loader(dataset, params, device, "train_params", seed)
+    logger = Logger(log_dir, "reconstruction", enabled=main)
+    visualizer = Visualizer(**config.get("visualizer_params", {}))
+    if verbose and main:
+        print(model)
+
+    def save(epoch, interrupted_at=None):
+        extra = {"scaler_reconstruction": mixed.scaler.state_dict()} if mixed.scaler.is_enabled() else {}
+        if interrupted_at is not None:
+            extra["interrupted_at"] = interrupted_at
+        done = epoch - 1 if interrupted_at is not None else epoch
+        return save_checkpoint(Path(log_dir) / checkpoint_name(epoch, "reconstruction", interrupted_at is not None),
+                               networks, {"optimizer_reconstruction": optimizer}, epoch_reconstruction=done,
+                               scheduler_reconstruction=scheduler.state_dict(), config=config, **extra)
+
+    with GracefulStop() as stop:
+        for epoch in range(first_epoch, params["num_epochs"]):
+            start_epoch(loader, seed, epoch)
+            started, stopping = time.time(), False
+            bar = tqdm(loader, desc=f"epoch {epoch}", disable=not main, dynamic_ncols=True, leave=False)
+            for iteration, batch in enumerate(bar):
+                source = batch["source"].to(device, non_blocking=True)  # (B, C, H, W)
+                driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
+                transform = RandomTransform(source.shape[0], **params["transform_params"], device=device)
+                try:
+                    with mixed.autocast():
+                        losses, generated = model(source, driving, transform)
+                except torch.linalg.LinAlgError as e:  # the SVD of region covariances gone NaN
+                    raise diverged(epoch, iteration, last_saved, f"the forward pass failed ({e})") from None
+                values, stopping = summarise_step(losses, stop.requested, device)
+                check_finite(values, epoch, iteration, last_saved)
+                mixed.backward_and_step(sum(losses.values()), optimizer)
+                logger.log_iter(values)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                if stopping:
+                    break
+            bar.close()
+            if stopping:
+                path = save(epoch, interrupted_at={"epoch": epoch, "iteration": iteration}) if main else None
+                raise TrainingInterrupted(stop.requested or "SIGTERM", path)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
+            scheduler.step()
+            means = logger.log_epoch(epoch, lr=lr, seconds=time.time() - started)
+            if main:
+                print(format_losses(epoch, means))
+                logger.save_image(f"{epoch:08d}-rec.png", picture(visualizer, batch, generated))
+                if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
+                    last_saved = save(epoch)
+            barrier()
+    return last_saved

@@ -1,0 +1,242 @@
+"""The plumbing both training stages share (``train.py``, ``train_avd.py``): processes, seeding, data loading,
+resuming, mixed precision, interruption and the per-step check of the losses.
+
+Distributed runs are launched by ``torchrun`` (see ``run.py``); every helper here also works in one process.
+The config's ``batch_size`` is the global batch: each of the N processes loads ``batch_size / N`` items.
+Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so a resumed run draws the same
+pairs, augmentations and random warps as one that never stopped.
+"""
+import bisect
+import random
+import signal
+import threading
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from checkpoint import load_checkpoint
+from frames_dataset import DatasetRepeater
+from sync_batchnorm import convert_model
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or go on; the message says why and what was kept."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped the run after its checkpoint was written; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signal_name, checkpoint_path):
+        self.exit_code = 128 + int(getattr(signal.Signals, signal_name, signal.SIGTERM))
+        where = f"wrote {checkpoint_path}" if checkpoint_path else "rank 0 wrote the checkpoint"
+        super().__init__(f"interrupted by {signal_name}: {where}; resume with --checkpoint")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+def is_distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world():
+    """(rank, number of processes); (0, 1) outside torch.distributed."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def barrier():
+    if is_distributed():
+        dist.barrier()
+
+
+def distribute(module, device, sync_bn=False):
+    """Wrap ``module`` in DistributedDataParallel when several processes run, with SyncBatchNorm if asked."""
+    if not is_distributed():
+        return module
+    if sync_bn and device.type == "cuda":
+        module = convert_model(module)
+    elif sync_bn and dist.get_rank() == 0:
+        print("use_sync_bn: torch's SyncBatchNorm needs GPUs; batch norms stay per-process on the CPU")
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Seeding and data
+
+
+def seed_epoch(seed, epoch, rank=0):
+    """Seed python, numpy and torch from (seed, epoch, rank); returns a further seed for the data loader."""
+    python_seed, numpy_seed, torch_seed, loader_seed = np.random.SeedSequence([seed, epoch, rank]).generate_state(4)
+    random.seed(int(python_seed))
+    np.random.seed(int(numpy_seed))
+    torch.manual_seed(int(torch_seed))
+    return int(loader_seed)
+
+
+def _ignore_sigint(worker_id):
+    """Data workers leave Ctrl-C to the main process, which finishes its step and writes a checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(dataset, params, device, section, seed=0):
+    """Shuffled loader over ``dataset`` repeated ``num_repeats`` times per epoch, full batches only.
+
+    ``params`` is the stage's section (``train_params`` / ``train_avd_params``), named ``section`` in messages.
+    """
+    rank, world = rank_and_world()
+    if params["num_repeats"] != 1:
+        dataset = DatasetRepeater(dataset, params["num_repeats"])
+    if params["batch_size"] % world:
+        raise TrainingError(f"{section}.batch_size ({params['batch_size']}) is the global batch and must divide "
+                            f"evenly among the {world} processes")
+    batch_size = params["batch_size"] // world
+    generator = torch.Generator()
+    sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+               if world > 1 else RandomSampler(dataset, generator=generator))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=params["dataloader_workers"],
+                        drop_last=True, pin_memory=device.type == "cuda", generator=generator,
+                        worker_init_fn=_ignore_sigint)
+    if len(loader) == 0:
+        raise TrainingError(f"an epoch has {len(dataset)} training pairs ({section}.num_repeats = "
+                            f"{params['num_repeats']}), fewer than one batch of {batch_size} per process: lower "
+                            f"{section}.batch_size or raise {section}.num_repeats")
+    return loader
+
+
+def start_epoch(loader, seed, epoch):
+    """Re-seed everything for ``epoch`` (see the module docstring)."""
+    rank, _ = rank_and_world()
+    loader.generator.manual_seed(seed_epoch(seed, epoch, rank))
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resuming
+
+
+def make_scheduler(optimizer, milestones):
+    """The learning rate divided by 10 at each milestone epoch; stepped once per epoch."""
+    return MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+def resume(checkpoint_path, networks, optimizer, scheduler, stage, base_lr, config_name, device, optional=()):
+    """Load a checkpoint into ``networks``, the ``optimizer_<stage>`` and the ``scheduler_<stage>``.
+
+    Returns (the first epoch to train, the checkpoint dict). The first epoch is the one after the checkpoint's
+    ``epoch_<stage>`` (0 when the checkpoint has none, e.g. a first-stage checkpoint for the AVD stage). Files
+    without a scheduler state (the published ones) get the learning rate the milestones give at that epoch.
+    Networks named in ``optional`` keep their weights when the file lacks them.
+    """
+    checkpoint = load_checkpoint(checkpoint_path, networks, {f"optimizer_{stage}": optimizer},
+                                 config_name=config_name, map_location=device, optional=optional)
+    first_epoch = checkpoint[f"epoch_{stage}"] + 1 if f"epoch_{stage}" in checkpoint else 0
+    if f"scheduler_{stage}" in checkpoint:
+        scheduler.load_state_dict(checkpoint[f"scheduler_{stage}"])
+    else:
+        lr = base_lr * scheduler.gamma ** bisect.bisect_right(sorted(scheduler.milestones.elements()), first_epoch)
+        for group in optimizer.param_groups:
+            group["initial_lr"], group["lr"] = base_lr, lr
+        scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
+        scheduler.last_epoch = first_epoch
+        scheduler._last_lr = [lr] * len(optimizer.param_groups)
+    return first_epoch, checkpoint
+
+
+def checkpoint_name(epoch, stage, interrupted=False):
+    """``00000012-cpk-reconstruction.pth``; an interrupted epoch's file is ``...-interrupted-cpk-<stage>.pth``."""
+    return f"{epoch:08d}-{'interrupted-' if interrupted else ''}cpk-{stage}.pth"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mixed precision
+
+
+class MixedPrecision:
+    """Autocast and a grad scaler on CUDA for ``mode`` 'bf16' or 'fp16' (scaled); plain float32 otherwise."""
+
+    def __init__(self, mode, device):
+        self.device_type = device.type
+        self.enabled = device.type == "cuda" and mode != "none"
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and mode == "fp16")
+        if mode != "none" and device.type != "cuda" and rank_and_world()[0] == 0:
+            print(f"mixed_precision: {mode} applies on CUDA only; training in float32 on {device}")
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def backward_and_step(self, loss, optimizer):
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Interruption and the per-step check
+
+
+class GracefulStop:
+    """Within ``with GracefulStop() as stop:``, SIGINT and SIGTERM set ``stop.requested`` instead of killing the
+    process, so the loop can finish its step and write a checkpoint. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"{self.requested}: finishing this step, then writing a checkpoint (Ctrl-C again to abort)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def summarise_step(losses, stop_requested, device):
+    """The step's losses as floats, averaged over processes, and whether any process was asked to stop.
+
+    One small all-reduce per step keeps every process stopping at the same step, whether for a signal or for a
+    loss that is not finite (a NaN anywhere makes the average NaN everywhere).
+    """
+    names = list(losses)
+    values = torch.stack([losses[n].detach().float().reshape(()) for n in names]
+                         + [torch.tensor(float(stop_requested is not None), device=device)])  # (L + 1,)
+    if is_distributed():
+        dist.all_reduce(values)
+        values = values / dist.get_world_size()
+    values = values.tolist()
+    return dict(zip(names, values[:-1])), values[-1] > 0
+
+
+def check_finite(losses, epoch, iteration, last_checkpoint):
+    """Raise TrainingError naming the losses that are NaN or infinite and the checkpoint that was kept."""
+    bad = {name: value for name, value in losses.items() if not np.isfinite(value)}
+    if bad:
+        raise diverged(epoch, iteration, last_checkpoint,
+                       f"loss is not finite ({', '.join(f'{k} = {v}' for k, v in bad.items())})")
+
+
+def diverged(epoch, iteration, last_checkpoint, what):
+    """The error that stops a run whose numbers went NaN or infinite, before the step is taken."""
+    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+    return TrainingError(f"{what} at epoch {epoch}, iteration {iteration}; stopping without taking the step: "
+                         f"{kept}. Lower the learning rate or check the data.")
