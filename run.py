@@ -125,6 +125,8 @@ def main(argv=None):
         what = "a first-stage checkpoint, <run>/<epoch>-cpk-reconstruction.pth" if args.mode == "train_avd" else \
             "a trained or published checkpoint"
         raise UsageError(f"--mode {args.mode} needs --checkpoint ({what})")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise UsageError(f"{args.checkpoint}: checkpoint file not found")
     if args.mode in ("reconstruction", "animate") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError(f"--mode {args.mode} runs in one process: launch it with python, not torchrun")
     device = choose_device(args)

@@ -8,20 +8,19 @@ to ``train-vis/``, and every ``checkpoint_freq`` epochs (and at the last) a chec
 it continues at the next epoch. SIGINT/SIGTERM write ``{epoch:08d}-interrupted-cpk-reconstruction.pth`` (the
 weights so far; resuming from it trains that epoch again). Only rank 0 writes.
 """
-import time
 from itertools import chain
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from checkpoint import save_checkpoint
+from config import require_section
 from logger import Logger, format_losses
 from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses,
                     float32_geometry, perceptual_loss)
-from trainer import (GracefulStop, MixedPrecision, TrainingInterrupted, barrier, check_finite, checkpoint_name,
-                     distribute, diverged, make_loader, make_scheduler, rank_and_world, resume, start_epoch, summarise_step)
+from trainer import (GracefulStop, MixedPrecision, TrainingInterrupted, barrier, checkpoint_name, distribute,
+                     make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
@@ -81,14 +80,25 @@ def picture(visualizer, batch, generated, rows=VIS_ROWS):
     return visualizer.visualize(driving=head(batch["driving"]), source=head(batch["source"]), out=head(generated))
 
 
+def save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config, interrupted_at=None):
+    """Write ``{epoch:08d}-cpk-reconstruction.pth`` (or the interrupted epoch's file); returns its path."""
+    extra = {"scaler_reconstruction": mixed.scaler.state_dict()} if mixed.scaler.is_enabled() else {}
+    if interrupted_at is not None:
+        extra["interrupted_at"] = interrupted_at
+    done = epoch - 1 if interrupted_at is not None else epoch  # the last epoch trained to its end
+    path = Path(log_dir) / checkpoint_name(epoch, "reconstruction", interrupted=interrupted_at is not None)
+    return save_checkpoint(path, networks, {"optimizer_reconstruction": optimizer}, epoch_reconstruction=done,
+                           scheduler_reconstruction=scheduler.state_dict(), config=config, **extra)
+
+
 def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
     """Train the first stage for ``train_params.num_epochs`` epochs, or resume from ``checkpoint_path``.
 
     Returns the path of the last checkpoint written (None when there was nothing to train).
     """
-    params, config_name = config["train_params"], config_name or "the config"
-    rank, world = rank_and_world()
-    main = rank == 0
+    config_name = config_name or "the config"
+    params = require_section(config, "train_params", config_name)
+    main = rank_and_world()[0] == 0
     networks = {name: models[name].to(device).train() for name in NETWORKS}
     optimizer = torch.optim.Adam(chain(*(n.parameters() for n in networks.values())), lr=params["lr"],
                                  betas=(0.5, 0.999))
@@ -106,57 +116,39 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
                   f"{params['num_epochs']}: nothing to train (raise num_epochs to train on)")
         return None
 
-    vgg = build_vgg(params["vgg_weights"], config_name, device)
-    model = distribute(ReconstructionModel(**networks, vgg=vgg, train_params=params,
-                                           model_params=config["model_params"]).to(device),
-                       device, sync_bn=params["use_sync_bn"])
+    model = ReconstructionModel(**networks, vgg=build_vgg(params["vgg_weights"], config_name, device),
+                                train_params=params, model_params=config["model_params"]).to(device)
+    # Without a flow predictor, regions feed only the equivariance losses, which may be switched off.
+    model = distribute(model, device, sync_bn=params["use_sync_bn"],
+                       find_unused_parameters=networks["generator"].pixelwise_flow_predictor is None)
     loader = make_loader(dataset, params, device, "train_params", seed)
     logger = Logger(log_dir, "reconstruction", enabled=main)
     visualizer = Visualizer(**config.get("visualizer_params", {}))
     if verbose and main:
         print(model)
 
-    def save(epoch, interrupted_at=None):
-        extra = {"scaler_reconstruction": mixed.scaler.state_dict()} if mixed.scaler.is_enabled() else {}
-        if interrupted_at is not None:
-            extra["interrupted_at"] = interrupted_at
-        done = epoch - 1 if interrupted_at is not None else epoch
-        return save_checkpoint(Path(log_dir) / checkpoint_name(epoch, "reconstruction", interrupted_at is not None),
-                               networks, {"optimizer_reconstruction": optimizer}, epoch_reconstruction=done,
-                               scheduler_reconstruction=scheduler.state_dict(), config=config, **extra)
+    def forward(batch):
+        source = batch["source"].to(device, non_blocking=True)  # (B, C, H, W)
+        driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
+        transform = RandomTransform(source.shape[0], **params["transform_params"], device=device)
+        with mixed.autocast():
+            return model(source, driving, transform)
 
     with GracefulStop() as stop:
         for epoch in range(first_epoch, params["num_epochs"]):
             start_epoch(loader, seed, epoch)
-            started, stopping = time.time(), False
-            bar = tqdm(loader, desc=f"epoch {epoch}", disable=not main, dynamic_ncols=True, leave=False)
-            for iteration, batch in enumerate(bar):
-                source = batch["source"].to(device, non_blocking=True)  # (B, C, H, W)
-                driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
-                transform = RandomTransform(source.shape[0], **params["transform_params"], device=device)
-                try:
-                    with mixed.autocast():
-                        losses, generated = model(source, driving, transform)
-                except torch.linalg.LinAlgError as e:  # the SVD of region covariances gone NaN
-                    raise diverged(epoch, iteration, last_saved, f"the forward pass failed ({e})") from None
-                values, stopping = summarise_step(losses, stop.requested, device)
-                check_finite(values, epoch, iteration, last_saved)
-                mixed.backward_and_step(sum(losses.values()), optimizer)
-                logger.log_iter(values)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if stopping:
-                    break
-            bar.close()
-            if stopping:
-                path = save(epoch, interrupted_at={"epoch": epoch, "iteration": iteration}) if main else None
+            result = run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_saved, device)
+            if result.interrupted_at is not None:
+                path = save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config,
+                                           interrupted_at=result.interrupted_at) if main else None
                 raise TrainingInterrupted(stop.requested or "SIGTERM", path)
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
             scheduler.step()
-            means = logger.log_epoch(epoch, lr=lr, seconds=time.time() - started)
+            means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
             if main:
                 print(format_losses(epoch, means))
-                logger.save_image(f"{epoch:08d}-rec.png", picture(visualizer, batch, generated))
+                logger.save_image(f"{epoch:08d}-rec.png", picture(visualizer, result.batch, result.out))
                 if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
-                    last_saved = save(epoch)
+                    last_saved = save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config)
             barrier()
     return last_saved

@@ -8,20 +8,18 @@ unscaled driving params. Checkpoints ``{epoch:08d}-cpk-avd.pth`` hold all four n
 ``scheduler_avd``, ``epoch_avd``, and the first stage's ``optimizer_reconstruction`` / ``epoch_reconstruction``
 carried over from the input checkpoint, each under its own key.
 """
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from checkpoint import save_checkpoint
 from config import ConfigError, require_section
 from logger import Logger, format_losses
 from losses import avd_losses
 from train import as_float32
-from trainer import (GracefulStop, TrainingError, TrainingInterrupted, barrier, check_finite, checkpoint_name,
-                     distribute, diverged, make_loader, make_scheduler, rank_and_world, resume, start_epoch, summarise_step)
+from trainer import (GracefulStop, MixedPrecision, TrainingError, TrainingInterrupted, barrier, checkpoint_name,
+                     distribute, make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
 from visualizer import Visualizer
 
 FROZEN = ("generator", "region_predictor", "bg_predictor")
@@ -78,6 +76,15 @@ def picture(visualizer, generator, batch, params, device, rows=VIS_ROWS):
     return visualizer.visualize(driving=batch["driving"][:rows], source=source, out=out)
 
 
+def save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried, interrupted_at=None):
+    """Write ``{epoch:08d}-cpk-avd.pth`` (or the interrupted epoch's file) with all four networks; returns its path."""
+    extra = {"interrupted_at": interrupted_at} if interrupted_at is not None else {}
+    done = epoch - 1 if interrupted_at is not None else epoch  # the last epoch trained to its end
+    path = Path(log_dir) / checkpoint_name(epoch, "avd", interrupted=interrupted_at is not None)
+    return save_checkpoint(path, {**frozen, "avd_network": avd_network}, {"optimizer_avd": optimizer},
+                           epoch_avd=done, scheduler_avd=scheduler.state_dict(), config=config, **carried, **extra)
+
+
 def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
     """Train the AVD network from a first-stage checkpoint (or resume an AVD checkpoint).
 
@@ -90,8 +97,11 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
                             "(<log dir>/<epoch>-cpk-reconstruction.pth) whose region predictor it learns from")
     if not config["model_params"]["estimate_affine"]:
         raise ConfigError(f"{config_name}: AVD learns region shapes: model_params.estimate_affine must be true")
-    rank, _ = rank_and_world()
+    rank, world = rank_and_world()
     main = rank == 0
+    if params["batch_size"] // world < 2:
+        raise ConfigError(f"{config_name}: train_avd_params.batch_size gives {params['batch_size'] // world} item(s) "
+                          f"per process; the AVD network's batch norms need at least 2")
     frozen = {name: models[name].to(device).eval().requires_grad_(False) for name in FROZEN}
     avd_network = models["avd_network"].to(device).train()
     optimizer = torch.optim.Adam(avd_network.parameters(), lr=params["lr"], betas=(0.5, 0.999))
@@ -99,7 +109,6 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
     first_epoch, state = resume(checkpoint_path, {**frozen, "avd_network": avd_network}, optimizer, scheduler,
                                 "avd", params["lr"], config_name, device, optional=("avd_network",))
     carried = {key: state[key] for key in CARRIED if key in state}
-    last_saved = checkpoint_path
     if first_epoch >= params["num_epochs"]:
         if main:
             print(f"{checkpoint_path} has finished AVD epoch {first_epoch - 1}, and train_avd_params.num_epochs is "
@@ -110,51 +119,32 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
     loader = make_loader(dataset, params, device, "train_avd_params", seed)
     logger = Logger(log_dir, "avd", enabled=main)
     visualizer = Visualizer(**config.get("visualizer_params", {}))
+    full_precision, last_saved = MixedPrecision("none", device), checkpoint_path  # the MLP is small: float32
     if verbose and main:
         print(model)
 
-    def save(epoch, interrupted_at=None):
-        extra = {"interrupted_at": interrupted_at} if interrupted_at is not None else {}
-        done = epoch - 1 if interrupted_at is not None else epoch
-        return save_checkpoint(Path(log_dir) / checkpoint_name(epoch, "avd", interrupted_at is not None),
-                               {**frozen, "avd_network": avd_network}, {"optimizer_avd": optimizer},
-                               epoch_avd=done, scheduler_avd=scheduler.state_dict(), config=config,
-                               **carried, **extra)
+    def forward(batch):
+        source = batch["source"].to(device, non_blocking=True)  # (B, C, H, W)
+        driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
+        return model(source, driving, random_scales(source.shape[0], params["random_scale"], device))
 
     with GracefulStop() as stop:
         for epoch in range(first_epoch, params["num_epochs"]):
             start_epoch(loader, seed, epoch)
-            started, stopping = time.time(), False
-            bar = tqdm(loader, desc=f"avd epoch {epoch}", disable=not main, dynamic_ncols=True, leave=False)
-            for iteration, batch in enumerate(bar):
-                source = batch["source"].to(device, non_blocking=True)  # (B, C, H, W)
-                driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
-                scale = random_scales(source.shape[0], params["random_scale"], device)  # (B, 1, 2)
-                try:
-                    losses, region_params = model(source, driving, scale)
-                except torch.linalg.LinAlgError as e:
-                    raise diverged(epoch, iteration, last_saved, f"the forward pass failed ({e})") from None
-                values, stopping = summarise_step(losses, stop.requested, device)
-                check_finite(values, epoch, iteration, last_saved)
-                optimizer.zero_grad(set_to_none=True)
-                sum(losses.values()).backward()
-                optimizer.step()
-                logger.log_iter(values)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if stopping:
-                    break
-            bar.close()
-            if stopping:
-                path = save(epoch, interrupted_at={"epoch": epoch, "iteration": iteration}) if main else None
+            result = run_epoch(forward, loader, optimizer, full_precision, logger, stop, epoch, last_saved, device,
+                               desc="avd epoch")
+            if result.interrupted_at is not None:
+                path = save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried,
+                                interrupted_at=result.interrupted_at) if main else None
                 raise TrainingInterrupted(stop.requested or "SIGTERM", path)
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
             scheduler.step()
-            means = logger.log_epoch(epoch, lr=lr, seconds=time.time() - started)
+            means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
             if main:
                 print(format_losses(epoch, means))
                 logger.save_image(f"{epoch:08d}-avd.png",
-                                  picture(visualizer, frozen["generator"], batch, region_params, device))
+                                  picture(visualizer, frozen["generator"], result.batch, result.out, device))
                 if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
-                    last_saved = save(epoch)
+                    last_saved = save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried)
             barrier()
     return last_saved

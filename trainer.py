@@ -10,6 +10,8 @@ import bisect
 import random
 import signal
 import threading
+import time
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
 
 from checkpoint import load_checkpoint
 from frames_dataset import DatasetRepeater
@@ -54,7 +57,7 @@ def barrier():
         dist.barrier()
 
 
-def distribute(module, device, sync_bn=False):
+def distribute(module, device, sync_bn=False, find_unused_parameters=False):
     """Wrap ``module`` in DistributedDataParallel when several processes run, with SyncBatchNorm if asked."""
     if not is_distributed():
         return module
@@ -64,7 +67,7 @@ def distribute(module, device, sync_bn=False):
         print("use_sync_bn: torch's SyncBatchNorm needs GPUs; batch norms stay per-process on the CPU")
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -225,6 +228,42 @@ def summarise_step(losses, stop_requested, device):
         values = values / dist.get_world_size()
     values = values.tolist()
     return dict(zip(names, values[:-1])), values[-1] > 0
+
+
+class EpochResult(NamedTuple):
+    """What one pass over the data leaves: its last batch and forward outputs (for the picture), where it was
+    interrupted (None when it ran to the end), and its duration in seconds."""
+    batch: dict
+    out: dict
+    interrupted_at: Optional[dict]
+    seconds: float
+
+
+def run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_checkpoint, device, desc="epoch"):
+    """One pass over ``loader`` for either stage: forward, check, step, log.
+
+    ``forward(batch) -> (losses, out)`` with ``losses`` a dict of scalars, summed into the training loss. The
+    numbers are checked before the step (see :func:`check_finite`); a stop requested on any process ends the
+    pass after its step, with ``interrupted_at`` set.
+    """
+    started = time.time()
+    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=rank_and_world()[0] != 0, dynamic_ncols=True, leave=False)
+    interrupted_at = None
+    for iteration, batch in enumerate(bar):
+        try:
+            losses, out = forward(batch)
+        except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
+            raise diverged(epoch, iteration, last_checkpoint, f"the forward pass failed ({e})") from None
+        values, stopping = summarise_step(losses, stop.requested, device)
+        check_finite(values, epoch, iteration, last_checkpoint)
+        mixed.backward_and_step(sum(losses.values()), optimizer)
+        logger.log_iter(values)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+        if stopping:
+            interrupted_at = {"epoch": epoch, "iteration": iteration}
+            break
+    bar.close()
+    return EpochResult(batch, out, interrupted_at, time.time() - started)
 
 
 def check_finite(losses, epoch, iteration, last_checkpoint):

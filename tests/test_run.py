@@ -125,16 +125,16 @@ def test_sigterm_writes_a_loadable_checkpoint(data_root, tmp_path):
 
 def test_interrupt_handler_in_process(data_root, tmp_path, monkeypatch):
     """SIGINT (Ctrl-C) on the first step: the step finishes, a checkpoint is written, TrainingInterrupted says so."""
-    import train as train_module
+    import trainer
     config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
-    original = train_module.summarise_step
+    original = trainer.summarise_step
 
     def interrupted_step(losses, stop_requested, device):
         if stop_requested is None:
             os.kill(os.getpid(), signal.SIGINT)
             stop_requested = "SIGINT"
         return original(losses, stop_requested, device)
-    monkeypatch.setattr(train_module, "summarise_step", interrupted_step)
+    monkeypatch.setattr(trainer, "summarise_step", interrupted_step)
     with pytest.raises(TrainingInterrupted) as error:
         run.main(["--config", config, "--log_dir", tmp_path / "log", "--device", "cpu"])
     assert error.value.exit_code == 130
@@ -211,6 +211,8 @@ def test_offline_vgg_stops_before_the_first_step(data_root, tmp_path, monkeypatc
     (["--mode", "reconstruction"], "--mode reconstruction needs --checkpoint"),
     (["--mode", "train_avd"], "--mode train_avd needs --checkpoint"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--checkpoint", "nowhere/00000009-cpk-reconstruction.pth"],
+     "00000009-cpk-reconstruction.pth: checkpoint file not found"),
 ])
 def test_command_line_errors(data_root, tmp_path, capsys, argv, expected):
     config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
@@ -222,3 +224,25 @@ def test_command_line_errors(data_root, tmp_path, capsys, argv, expected):
 def test_missing_config_is_named(tmp_path, capsys):
     assert run.cli(["--config", str(tmp_path / "nope.yaml")]) == 1
     assert "nope.yaml: config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["reconstruction", "animate"])
+def test_evaluation_modes_are_dispatched_with_the_shared_signature(mode, data_root, tmp_path, monkeypatch):
+    import importlib
+    module = importlib.import_module(mode)
+    calls = []
+    monkeypatch.setattr(module, mode, lambda **kwargs: calls.append(kwargs) or "done")
+    root = tmp_path / "data"
+    (root / "test").mkdir(parents=True)
+    (root / "train").symlink_to(data_root / "train")
+    (root / "test" / "video0").symlink_to(data_root / "train" / "video0")
+    config = write_tiny_config(tmp_path / "tiny.yaml", root)
+    checkpoint = tmp_path / "run" / "model.pth"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"read by the mode itself")
+    assert run.main(["--config", config, "--mode", mode, "--checkpoint", checkpoint, "--device", "cpu"]) == "done"
+    kwargs, = calls
+    assert set(kwargs) == {"config", "models", "checkpoint_path", "log_dir", "dataset", "device"}
+    assert kwargs["log_dir"] == checkpoint.parent and kwargs["checkpoint_path"] == str(checkpoint)
+    assert not kwargs["dataset"].is_train and kwargs["dataset"].videos == ["video0"]
+    assert set(kwargs["models"]) == {"generator", "region_predictor", "bg_predictor", "avd_network"}

@@ -16,6 +16,8 @@ from modules.build import build_models
 from tiny_training import make_tiny_dataset, write_tiny_config
 from train import ReconstructionModel, train
 from train_avd import AVDModel, scale_region_params, train_avd
+from train_avd import picture as avd_picture
+from visualizer import Visualizer
 from trainer import TrainingError, check_finite, make_scheduler, resume
 
 CPU = torch.device("cpu")
@@ -113,6 +115,21 @@ def test_avd_stage_freezes_the_first_stage(tiny, reconstruction_checkpoint):
     assert after["epoch_avd"] == 0 and after["epoch_reconstruction"] == before["epoch_reconstruction"] == 0
     assert "scheduler_avd" in after and "avd_network" in after
     assert (avd_checkpoint.parent / "train-vis" / "00000000-avd.png").is_file()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_avd_picture_for_any_batch_size(tiny, batch_size):
+    config, dataset = tiny
+    models = build_models(config)
+    for name in ("generator", "region_predictor", "avd_network"):
+        models[name].eval()
+    model = AVDModel(models["region_predictor"], models["avd_network"], config["train_avd_params"])
+    items = [dataset[i % len(dataset)] for i in range(batch_size)]
+    batch = {k: torch.stack([torch.from_numpy(item[k]) for item in items]) for k in ("source", "driving")}
+    with torch.no_grad():
+        _, params = model(batch["source"], batch["driving"], torch.ones(batch_size, 1, 2))
+    image = avd_picture(Visualizer(), models["generator"], batch, params, CPU)
+    assert image.dtype == np.uint8 and image.shape[:2] == (32 * batch_size, 32 * 5)
 
 
 def test_avd_model_keeps_region_predictor_in_eval(tiny):
