@@ -19,12 +19,11 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from animate import (ANIMATION_MODES, DEFAULT_FPS, Animator, VideoWriter, batched, frames_to_tensor,
-                     tensor_to_uint8)
+from animate import (ANIMATION_MODES, DEFAULT_FPS, Animator, VideoWriter, batched, default_batch_size,
+                     frames_to_tensor, tensor_to_uint8)
 from checkpoint import CheckpointError, load_checkpoint
 from config import ConfigError, load_config
 from device import pick_device
@@ -71,14 +70,16 @@ def model_device(module):
 
 
 def make_animation(source_image, driving_video, generator, region_predictor, avd_network,
-                   animation_mode="standard", cpu=False, batch_size=8, adapt_movement_scale=True, initial_frame=0):
+                   animation_mode="standard", cpu=False, batch_size=None, adapt_movement_scale=True, initial_frame=0):
     """Animate ``source_image`` (H, W, 3) in [0, 1] with ``driving_video`` (a sequence of (H, W, 3) frames).
 
     Runs on the networks' device (``cpu`` is kept for the reference's signature; ``load_checkpoints`` decides
-    the device). Relative motion is measured from driving frame ``initial_frame``. Returns a list of
-    (H, W, 3) float32 frames in [0, 1], one per driving frame.
+    the device). Relative motion is measured from driving frame ``initial_frame``. ``batch_size``: driving
+    frames per forward pass (default: ``animate.default_batch_size``). Returns a list of (H, W, 3) float32
+    frames in [0, 1], one per driving frame.
     """
     device = model_device(generator)
+    batch_size = batch_size or default_batch_size(device)
     source = frames_to_tensor([source_image], device)  # (1, 3, H, W)
     animator = Animator(source, generator, region_predictor, avd_network, mode=animation_mode,
                         adapt_movement_scale=adapt_movement_scale)
@@ -234,7 +235,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--adapt_scale", action=argparse.BooleanOptionalAction, default=True,
                         help="relative mode: scale the driving motion by the size ratio of source and driving")
-    parser.add_argument("--batch_size", type=int, default=8, help="driving frames animated at once")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="driving frames per forward pass (default: 8 on a GPU, 1 on the CPU, where it is fastest)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--find_best_frame", action="store_true",
                        help="measure relative motion from the driving frame whose region layout best matches the "
@@ -244,7 +246,7 @@ def parse_args(argv=None):
     parser.add_argument("--audio", action="store_true", help="copy the driving video's sound into the result")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
     return args
 
@@ -268,9 +270,47 @@ def resolve_inputs(args):
     return args
 
 
+def check_result_path(result, audio):
+    """Refuse a result the demo cannot write before any work; make its folder."""
+    VideoWriter(result, DEFAULT_FPS)  # raises for a format it cannot write
+    if audio and result.suffix.lower() == ".gif":
+        raise DemoError(f"{result}: a GIF has no sound: write an .mp4, .mov or .mkv to use --audio")
+    result.parent.mkdir(parents=True, exist_ok=True)
+
+
+def choose_initial_frame(animator, args, img_shape, num_frames, batch_size):
+    """Measure relative motion from --best_frame, from the frame --find_best_frame finds, or else (by default)
+    from the first driving frame."""
+    device = model_device(animator.generator)
+    if args.find_best_frame:
+        index, frame = find_best_frame(animator, args.driving_video, img_shape, batch_size, device)
+        print(f"best frame: {index}", file=sys.stderr)
+        animator.set_initial(frame)
+    elif args.best_frame is not None:
+        if not 0 <= args.best_frame < num_frames:
+            raise DemoError(f"{args.driving_video}: --best_frame {args.best_frame} is not a frame of its "
+                            f"{num_frames} (0 to {num_frames - 1})")
+        animator.set_initial(read_frame(args.driving_video, img_shape, args.best_frame, device))
+
+
+def write_result(animator, args, img_shape, fps, num_frames, batch_size):
+    """Animate the driving video into --result_video, with its sound when --audio."""
+    result = Path(args.result_video)
+    if not args.audio:
+        animate_video(animator, args.driving_video, result, img_shape, fps, num_frames, batch_size,
+                      progress=not args.quiet)
+        return
+    with tempfile.TemporaryDirectory(dir=result.resolve().parent) as folder:
+        silent = Path(folder) / ("silent" + result.suffix)
+        animate_video(animator, args.driving_video, silent, img_shape, fps, num_frames, batch_size,
+                      progress=not args.quiet)
+        add_audio(silent, args.driving_video, result)
+
+
 def demo(args):
     """Run the demo for parsed arguments; returns the result's path."""
     args = resolve_inputs(args)
+    check_result_path(Path(args.result_video), args.audio)
     img_shape = args.img_shape or tuple(load_config(args.config).get("dataset_params", {})
                                         .get("frame_shape", (256, 256))[:2])
     generator, region_predictor, avd_network = load_checkpoints(args.config, args.checkpoint, cpu=args.cpu,
@@ -279,32 +319,14 @@ def demo(args):
         raise CheckpointError(f"{args.checkpoint}: checkpoint has no avd_network, which --mode avd needs: use "
                               "--mode relative or standard")
     device = model_device(generator)
+    batch_size = args.batch_size or default_batch_size(device)
     source = frames_to_tensor([read_source(args.source_image, img_shape)], device)  # (1, 3, H, W)
     num_frames, fps = open_driving(args.driving_video, img_shape)
     animator = Animator(source, generator, region_predictor, avd_network, mode=args.mode,
                         adapt_movement_scale=args.adapt_scale)
-    if args.find_best_frame:
-        index, frame = find_best_frame(animator, args.driving_video, img_shape, args.batch_size, device)
-        print(f"best frame: {index}", file=sys.stderr)
-        animator.set_initial(frame)
-    elif args.best_frame is not None:
-        if not 0 <= args.best_frame < num_frames:
-            raise DemoError(f"{args.driving_video}: --best_frame {args.best_frame} is not a frame of its "
-                            f"{num_frames} (0 to {num_frames - 1})")
-        animator.set_initial(read_frame(args.driving_video, img_shape, args.best_frame, device))
-    result = Path(args.result_video)
-    VideoWriter(result, fps)  # raises for a format it cannot write, before the work rather than after it
-    result.parent.mkdir(parents=True, exist_ok=True)
-    if not args.audio:
-        animate_video(animator, args.driving_video, result, img_shape, fps, num_frames, args.batch_size,
-                      progress=not args.quiet)
-        return result
-    with tempfile.TemporaryDirectory(dir=result.resolve().parent) as folder:
-        silent = Path(folder) / ("silent" + result.suffix)
-        animate_video(animator, args.driving_video, silent, img_shape, fps, num_frames, args.batch_size,
-                      progress=not args.quiet)
-        add_audio(silent, args.driving_video, result)
-    return result
+    choose_initial_frame(animator, args, img_shape, num_frames, batch_size)
+    write_result(animator, args, img_shape, fps, num_frames, batch_size)
+    return Path(args.result_video)
 
 
 def one_line(error):

@@ -16,7 +16,8 @@ import torch
 from skimage.metrics import mean_squared_error, structural_similarity
 from tqdm import tqdm
 
-from animate import DEFAULT_FPS, VideoWriter, batched, expand_batch, frames_to_tensor, tensor_to_uint8, video_stem
+from animate import (DEFAULT_FPS, VideoWriter, batched, default_batch_size, expand_batch, frames_to_tensor,
+                     tensor_to_uint8, video_stem)
 from checkpoint import load_checkpoint
 from config import require_section
 from frames_dataset import VideoReadError, iter_video_frames
@@ -110,7 +111,7 @@ def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size,
     return metrics
 
 
-def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, batch_size=8):
+def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None):
     """Evaluate a checkpoint's reconstruction of the test videos; writes ``<log_dir>/reconstruction/`` and
     returns the metrics dict saved as ``metrics.json`` (per video, and the means over videos)."""
     params = require_section(config, "reconstruction_params")
@@ -121,6 +122,7 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
     out_dir = Path(log_dir) / "reconstruction"
     (out_dir / "png").mkdir(parents=True, exist_ok=True)
     visualizer = Visualizer(**config.get("visualizer_params", {}))
+    batch_size = batch_size or default_batch_size(device)
     num_videos = len(dataset) if params["num_videos"] is None else params["num_videos"]
     if num_videos > len(dataset):
         warnings.warn(f"reconstruction_params.num_videos is {num_videos}, the test set has {len(dataset)} videos: "

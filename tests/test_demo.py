@@ -190,3 +190,21 @@ def test_no_arguments_runs_the_bundled_example_or_says_what_is_missing(tmp_path)
     else:
         assert completed.returncode == 0, completed.stderr
         assert count_frames(tmp_path / "result.mp4") == count_frames(REPO_ROOT / demo.BUNDLED["driving_video"])
+
+
+def test_real_footage_with_the_best_frame(media, capsys, realworld_dir):
+    """The authors' sample inputs (384x384 photo, 133-frame 10 fps video without sound) at the model's 64x64."""
+    driving = realworld_dir / "driving.mp4"
+    code, lines = run(capsys, media, "--find_best_frame", "--audio", "--batch_size", "16",
+                      source_image=realworld_dir / "source.png", driving_video=driving)
+    assert code == 0, lines
+    assert any(line.startswith("best frame: ") for line in lines) and any("no sound track" in line for line in lines)
+    result = media["result_video"]
+    assert count_frames(result) == 133 and video_fps(result) == pytest.approx(10)
+    assert iio.improps(result).shape[1:] == (64, 64, 3)
+
+
+def test_a_gif_result_cannot_have_sound(media, capsys, tmp_path):
+    assert_one_line_error(*run(capsys, media, "--audio", result_video=tmp_path / "out.gif"), "out.gif", "no sound")
+    code, lines = run(capsys, media, result_video=tmp_path / "out.gif")
+    assert code == 0 and count_frames(tmp_path / "out.gif") == NUM_FRAMES
