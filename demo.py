@@ -120,7 +120,7 @@ def open_driving(path, img_shape):
     """The driving video's (num_frames, fps); raises DemoError or VideoReadError naming the file."""
     if not os.path.exists(path):
         raise DemoError(f"{path}: driving video not found")
-    if os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS) and os.path.getsize(path) > 0 \
+    if os.path.isfile(path) and str(path).lower().endswith(VIDEO_EXTENSIONS) and os.path.getsize(path) > 0 \
             and not has_stream(path, "Video") and has_stream(path, "Audio"):
         raise DemoError(f"{path} contains no frames: it has a sound track and no video stream")
     info = video_info(path, img_shape)
@@ -145,21 +145,24 @@ def read_frame(path, img_shape, index, device):
     for t, frame in enumerate(iter_video_frames(path, img_shape)):
         if t == index:
             return frames_to_tensor([frame], device)
-    raise DemoError(f"{path}: --best_frame {index} is past the last frame ({t})")
+    raise DemoError(f"{path}: --best_frame {index} is past its last frame")
 
 
-def find_best_frame(animator, path, img_shape, batch_size, device):
-    """The driving frame whose region layout best matches the source's, by the model's own region predictor.
+def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=None, progress=False):
+    """The driving frame whose region layout best matches the source's, by the model's own region predictor
+    (so it works for any kind of object).
 
     Returns (index, frame (1, 3, H, W)); one decoding pass, keeping only the best frame so far.
     """
     best_index, best_distance, best_frame, start = 0, float("inf"), None, 0
-    for driving in frame_batches(path, img_shape, batch_size, device):
-        distance = animator.layout_distance(driving)  # (B,)
-        i = int(distance.argmin())
-        if float(distance[i]) < best_distance:
-            best_index, best_distance, best_frame = start + i, float(distance[i]), driving[i:i + 1].clone()
-        start += driving.shape[0]
+    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="finding the best frame") as bar:
+        for driving in frame_batches(path, img_shape, batch_size, device):
+            distance = animator.layout_distance(driving)  # (B,)
+            i = int(distance.argmin())
+            if float(distance[i]) < best_distance:
+                best_index, best_distance, best_frame = start + i, float(distance[i]), driving[i:i + 1].clone()
+            start += driving.shape[0]
+            bar.update(driving.shape[0])
     return best_index, best_frame
 
 
@@ -283,7 +286,8 @@ def choose_initial_frame(animator, args, img_shape, num_frames, batch_size):
     from the first driving frame."""
     device = model_device(animator.generator)
     if args.find_best_frame:
-        index, frame = find_best_frame(animator, args.driving_video, img_shape, batch_size, device)
+        index, frame = find_best_frame(animator, args.driving_video, img_shape, batch_size, device, num_frames,
+                                       progress=not args.quiet)
         print(f"best frame: {index}", file=sys.stderr)
         animator.set_initial(frame)
     elif args.best_frame is not None:

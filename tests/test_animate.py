@@ -165,3 +165,13 @@ def test_load_checkpoints_without_avd_network(tmp_path, shared_dir):
     load_checkpoint(checkpoint_path, {"generator": models["generator"]})
     assert all(torch.equal(a, b) for a, b in zip(models["generator"].state_dict().values(),
                                                   generator.state_dict().values()))
+
+
+def test_animate_mode_follows_the_pairs_list(tmp_path, shared_dir):
+    root = write_dataset(tmp_path / "data", shared_dir, num_frames=3)
+    (tmp_path / "pairs.csv").write_text("source,driving\nvid2,vid0\n")
+    config = load_config(write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=5, mode="standard"))
+    config["dataset_params"]["pairs_list"] = str(tmp_path / "pairs.csv")
+    dataset = FramesDataset(is_train=False, **config["dataset_params"])
+    out_dir = animate(config, build_models(config), parity_paths(shared_dir)[1], tmp_path / "log", dataset, "cpu")
+    assert [path.name for path in (out_dir / "png").iterdir()] == ["vid0-vid2.png"]
