@@ -7,7 +7,8 @@
     torchrun --nproc_per_node=4 run.py --config config/vox256.yaml           # one process per GPU (DDP)
 
 A new run writes to ``<log_dir>/<config name>_<YYYYmmdd-HHMMSS>/`` with the resolved config copied in; given
-``--checkpoint``, the run continues in that checkpoint's folder.
+``--checkpoint``, the run continues in that checkpoint's folder. Training stopped by Ctrl-C or SIGTERM writes a
+checkpoint first and exits with 130 or 143; a problem the user can fix is one ``error:`` line and exit code 1.
 """
 import argparse
 import os
@@ -31,7 +32,8 @@ class UsageError(RuntimeError):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    first_line, _, rest = __doc__.partition("\n")
+    parser = argparse.ArgumentParser(description=first_line, epilog=rest.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="path to a YAML config (see config/)")
     parser.add_argument("--mode", default="train", choices=MODES)
@@ -42,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--device_ids", default=None,
                         help="kept for old command lines: the first id picks the GPU; for several GPUs use torchrun")
     parser.add_argument("--mixed_precision", default=None, choices=("none", "bf16", "fp16"),
-                        help="overrides train_params.mixed_precision (CUDA only)")
+                        help="--mode train: overrides train_params.mixed_precision (CUDA only)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every epoch")
     parser.add_argument("--verbose", action="store_true", help="print the config and the networks")
     return parser.parse_args(None if argv is None else [str(a) for a in argv])  # paths welcome
@@ -119,7 +121,7 @@ def main(argv=None):
     """Run one mode; returns what the mode returns (the last checkpoint for the training modes)."""
     args = parse_args(argv)
     config = load_config(args.config)
-    if args.mixed_precision is not None:
+    if args.mixed_precision is not None and args.mode == "train":
         require_section(config, "train_params", args.config)["mixed_precision"] = args.mixed_precision
     if args.mode != "train" and args.checkpoint is None:
         what = "a first-stage checkpoint, <run>/<epoch>-cpk-reconstruction.pth" if args.mode == "train_avd" else \

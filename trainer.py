@@ -169,7 +169,9 @@ class MixedPrecision:
         self.device_type = device.type
         self.enabled = device.type == "cuda" and mode != "none"
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and mode == "fp16")
+        scaled = self.enabled and mode == "fp16"
+        self.scaler = (torch.amp.GradScaler("cuda", enabled=scaled) if hasattr(torch.amp, "GradScaler")
+                       else torch.cuda.amp.GradScaler(enabled=scaled))  # torch < 2.3
         if mode != "none" and device.type != "cuda" and rank_and_world()[0] == 0:
             print(f"mixed_precision: {mode} applies on CUDA only; training in float32 on {device}")
 
