@@ -229,9 +229,9 @@ def parse_args(argv=None):
     parser.add_argument("--source_image", help=f"image to animate (default: {BUNDLED['source_image']})")
     parser.add_argument("--driving_video", help=f"video whose motion is copied (default: {BUNDLED['driving_video']})")
     parser.add_argument("--result_video", default="result.mp4", help="output video (.mp4, .mov, .mkv, .avi, .gif)")
-    parser.add_argument("--mode", default="relative", choices=ANIMATION_MODES,
+    parser.add_argument("--mode", default="avd", choices=ANIMATION_MODES,
                         help="standard: the driving regions as they are; relative: the driving motion applied to "
-                             "the source's regions; avd: animation via disentanglement (needs an AVD network)")
+                             "the source's regions; avd (the default, as the reference): animation via disentanglement (needs an AVD network)")
     parser.add_argument("--img_shape", type=img_shape_arg, default=None,
                         help="H,W the model works at (default: the config's dataset_params.frame_shape, else 256,256)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
