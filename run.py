@@ -37,7 +37,9 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="path to a YAML config (see config/)")
     parser.add_argument("--mode", default="train", choices=MODES)
-    parser.add_argument("--log_dir", default="log", help="folder under which a new run makes its own folder")
+    parser.add_argument("--log_dir", default="log",
+                        help="training: folder under which a new run makes its own folder; reconstruction and "
+                             "animate: folder their outputs go to")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint to resume from (train), to start from (train_avd) or to evaluate")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -78,8 +80,13 @@ def init_distributed(device):
 
 
 def make_log_dir(args, rank):
-    """The run's folder: the checkpoint's when given, else a new time-stamped one (made by rank 0, shared)."""
-    if args.checkpoint is not None:
+    """The run's folder. Evaluation modes write under --log_dir itself, so a checkpoint in a read-only folder can
+    be evaluated; training continues in the checkpoint's folder when given one, else makes a new time-stamped
+    folder under --log_dir (made by rank 0, shared with the other processes)."""
+    if args.mode in ("reconstruction", "animate"):
+        log_dir = Path(args.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+    elif args.checkpoint is not None:
         log_dir = Path(args.checkpoint).parent
     elif rank == 0:
         stem = f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}"

@@ -240,9 +240,15 @@ def test_evaluation_modes_are_dispatched_with_the_shared_signature(mode, data_ro
     checkpoint = tmp_path / "run" / "model.pth"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"read by the mode itself")
-    assert run.main(["--config", config, "--mode", mode, "--checkpoint", checkpoint, "--device", "cpu"]) == "done"
+    checkpoint.parent.chmod(0o555)  # a checkpoint in a read-only folder: outputs go to --log_dir instead
+    try:
+        assert run.main(["--config", config, "--mode", mode, "--checkpoint", checkpoint, "--device", "cpu",
+                         "--log_dir", tmp_path / "eval"]) == "done"
+    finally:
+        checkpoint.parent.chmod(0o755)
     kwargs, = calls
     assert set(kwargs) == {"config", "models", "checkpoint_path", "log_dir", "dataset", "device"}
-    assert kwargs["log_dir"] == checkpoint.parent and kwargs["checkpoint_path"] == str(checkpoint)
+    assert kwargs["log_dir"] == tmp_path / "eval" and kwargs["checkpoint_path"] == str(checkpoint)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pth"]
     assert not kwargs["dataset"].is_train and kwargs["dataset"].videos == ["video0"]
     assert set(kwargs["models"]) == {"generator", "region_predictor", "bg_predictor", "avd_network"}
