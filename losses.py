@@ -197,13 +197,6 @@ def perceptual_loss(vgg, pyramid, prediction, driving, weights):
     return total
 
 
-@contextlib.contextmanager
-def float32_geometry(device_type):
-    """Autocast off: inverses, Jacobians and warps of coordinates stay in float32 under mixed precision."""
-    with torch.autocast(device_type=device_type, enabled=False):
-        yield
-
-
 class RandomTransform:
     """A random warp per batch item (METHOD.md §8): affine θ = [I | 0] + N(0, σ_affine²) and a thin-plate spline
     with control points q_j on a points_tps² grid and weights c_j ~ N(0, σ_tps²):

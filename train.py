@@ -17,19 +17,14 @@ from torch import nn
 from checkpoint import save_checkpoint
 from config import require_section
 from logger import Logger, format_losses
-from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses,
-                    float32_geometry, perceptual_loss)
+from losses import ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss
+from modules.util import as_float32, float32_geometry
 from trainer import (GracefulStop, MixedPrecision, TrainingInterrupted, barrier, checkpoint_name, distribute,
                      make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
 VIS_ROWS = 8  # batch items shown in the per-epoch picture
-
-
-def as_float32(region_params):
-    """Region params with floating entries in float32 (they feed inverses and warps)."""
-    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in region_params.items()}
 
 
 class ReconstructionModel(nn.Module):

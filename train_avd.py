@@ -17,7 +17,7 @@ from checkpoint import save_checkpoint
 from config import ConfigError, require_section
 from logger import Logger, format_losses
 from losses import avd_losses
-from train import as_float32
+from modules.util import as_float32
 from trainer import (GracefulStop, MixedPrecision, TrainingError, TrainingInterrupted, barrier, checkpoint_name,
                      distribute, make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
 from visualizer import Visualizer

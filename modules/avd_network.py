@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from modules.util import as_float32, float32_geometry
+
 
 def _mlp(sizes):
     """Linear layers with BatchNorm1d and ReLU between them (none after the last): Sequential indices
@@ -46,11 +48,14 @@ class AVDNetwork(nn.Module):
         Returns ``shift`` (B, K, 2), ``affine`` and ``covar`` (B, K, 2, 2).
         """
         if self.revert_axis_swap:
-            relative = x_id["affine"] @ torch.inverse(x_pose["affine"])  # (B, K, 2, 2)
+            with float32_geometry(x_id["affine"].device.type):
+                relative = x_id["affine"] @ torch.inverse(x_pose["affine"])  # (B, K, 2, 2)
             sign = torch.sign(relative[..., 0:1, 0:1])  # (B, K, 1, 1)
             x_id = {"shift": x_id["shift"], "affine": x_id["affine"] * sign}
         pose_emb = self.pose_encoder(region_params_to_emb(x_pose))  # (B, pose_bottle_size)
         id_emb = self.id_encoder(region_params_to_emb(x_id))  # (B, id_bottle_size)
         rec = emb_to_region_params(self.decoder(torch.cat([pose_emb, id_emb], dim=1)), self.num_regions)
-        rec["covar"] = rec["affine"] @ rec["affine"].transpose(-1, -2)  # (B, K, 2, 2)
+        rec = as_float32(rec)
+        with float32_geometry(rec["affine"].device.type):
+            rec["covar"] = rec["affine"] @ rec["affine"].transpose(-1, -2)  # (B, K, 2, 2)
         return rec

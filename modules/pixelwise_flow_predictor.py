@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.util import (AntiAliasInterpolation2d, Hourglass, from_homogeneous, make_coordinate_grid,
-                          region2gaussian, to_homogeneous, warp)
+from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, as_float32, float32_geometry, from_homogeneous,
+                          make_coordinate_grid, region2gaussian, to_homogeneous, warp)
 
 
 def region_transforms(driving_region_params, source_region_params, revert_axis_swap=False):
@@ -99,10 +99,16 @@ class PixelwiseFlowPredictor(nn.Module):
         if self.scale_factor != 1:
             source_image = self.down(source_image)  # (B, C, h, w)
         B, _, h, w = source_image.shape
-        heatmap = self.create_heatmap_representations((h, w), driving_region_params, source_region_params)
-        sparse_motion = self.create_sparse_motions((h, w), driving_region_params, source_region_params,
-                                                   bg_params)  # (B, K + 1, h, w, 2)
-        deformed_source = self.create_deformed_source_image(source_image, sparse_motion)  # (B, K + 1, C, h, w)
+        with float32_geometry(source_image.device.type):  # motions in float32 under mixed precision
+            driving_region_params, source_region_params = as_float32(driving_region_params), \
+                as_float32(source_region_params)
+            if bg_params is not None and bg_params.dtype in LOW_PRECISION:
+                bg_params = bg_params.float()
+            heatmap = self.create_heatmap_representations((h, w), driving_region_params, source_region_params)
+            sparse_motion = self.create_sparse_motions((h, w), driving_region_params, source_region_params,
+                                                       bg_params)  # (B, K + 1, h, w, 2)
+            deformed_source = self.create_deformed_source_image(source_image.to(sparse_motion.dtype),
+                                                                sparse_motion)  # (B, K + 1, C, h, w)
         if self.use_deformed_source:
             predictor_input = torch.cat([heatmap, deformed_source], dim=2)  # (B, K + 1, C + 1, h, w)
         else:

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.svd import svd_2x2
-from modules.util import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
+from modules.util import LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, float32_geometry, make_coordinate_grid
 
 
 def heatmap_moments(heatmap):
@@ -38,8 +38,7 @@ def covar_to_affine(covar):
     Returns:
         affine (..., 2, 2), u (..., 2, 2), d (..., 2, 2) with d = diag(sqrt(S)).
     """
-    low_precision = covar.dtype in (torch.float16, torch.bfloat16)
-    covar32 = covar.float() if low_precision else covar
+    covar32 = covar.float() if covar.dtype in LOW_PRECISION else covar
     if covar32.device.type == "cpu":
         u, s, _ = torch.linalg.svd(covar32)  # (..., 2, 2), (..., 2)
     else:
@@ -85,14 +84,18 @@ class RegionPredictor(nn.Module):
         features = self.predictor(x)  # (B, F, h, w)
         logits = self.regions(features)  # (B, K, h', w')
         B, K, h, w = logits.shape
-        heatmap = F.softmax(logits.view(B, K, h * w) / self.temperature, dim=2).view(B, K, h, w)
-        shift, covar = heatmap_moments(heatmap)  # (B, K, 2), (B, K, 2, 2)
-        region_params = {"shift": shift, "heatmap": heatmap}
-        if self.pca_based:
-            affine, u, d = covar_to_affine(covar)
-            region_params.update(covar=covar, affine=affine, u=u, d=d)
-        elif self.jacobian is not None:
-            jacobian_map = self.jacobian(features).view(B, 1, 4, h, w)  # (B, 1, 4, h', w')
-            affine = (heatmap.unsqueeze(2) * jacobian_map).sum(dim=(3, 4)).view(B, K, 2, 2)  # (B, K, 2, 2)
-            region_params.update(affine=affine, covar=affine @ affine.transpose(-1, -2))
+        if logits.dtype in LOW_PRECISION:
+            logits = logits.float()  # region geometry is computed in float32 under mixed precision
+        jacobian_map = self.jacobian(features).view(B, 1, 4, h, w) if self.jacobian is not None else None
+        with float32_geometry(x.device.type):
+            heatmap = F.softmax(logits.view(B, K, h * w) / self.temperature, dim=2).view(B, K, h, w)
+            shift, covar = heatmap_moments(heatmap)  # (B, K, 2), (B, K, 2, 2)
+            region_params = {"shift": shift, "heatmap": heatmap}
+            if self.pca_based:
+                affine, u, d = covar_to_affine(covar)
+                region_params.update(covar=covar, affine=affine, u=u, d=d)
+            elif jacobian_map is not None:
+                jacobian_map = jacobian_map.to(heatmap.dtype)  # (B, 1, 4, h', w')
+                affine = (heatmap.unsqueeze(2) * jacobian_map).sum(dim=(3, 4)).view(B, K, 2, 2)  # (B, K, 2, 2)
+                region_params.update(affine=affine, covar=affine @ affine.transpose(-1, -2))
         return region_params

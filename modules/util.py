@@ -1,4 +1,6 @@
 """Building blocks shared by the networks, and the coordinate helpers (METHOD.md §1)."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +45,22 @@ def region2gaussian(mean, covar, spatial_size):
     covar_inverse = torch.inverse(covar).view(lead + (1, 1, 2, 2))  # (..., 1, 1, 2, 2)
     under_exp = diff.unsqueeze(-2) @ covar_inverse @ diff.unsqueeze(-1)  # (..., h, w, 1, 1)
     return torch.exp(-0.5 * under_exp.sum(dim=(-1, -2)))  # (..., h, w)
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@contextlib.contextmanager
+def float32_geometry(device_type):
+    """Autocast off: region moments, SVDs, inverses and coordinate products stay in float32 under mixed
+    precision (a bfloat16 inverse or covariance is too coarse for the shapes the weights expect)."""
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+def as_float32(region_params):
+    """Region params with half-precision entries promoted to float32 (others, float64 included, kept)."""
+    return {k: v.float() if torch.is_tensor(v) and v.dtype in LOW_PRECISION else v for k, v in region_params.items()}
 
 
 def to_homogeneous(coordinates):

@@ -146,3 +146,32 @@ def test_modules_never_call_cuda():
     from conftest import REPO_ROOT
     for path in (REPO_ROOT / "modules").glob("*.py"):
         assert ".cuda(" not in path.read_text(), f"{path.name} calls .cuda(): take the device from the inputs"
+
+
+@pytest.mark.parametrize("variant", ["mraa", "regression", "bg_perspective"])
+def test_geometry_stays_float32_under_bf16_autocast(variant):
+    """Mixed precision (CPU autocast stands in for CUDA's here): convolutions may run in bfloat16, but region
+    shapes, flows and AVD outputs are float32 and close to the full-precision ones."""
+    models = build(variant)
+    for model in models.values():
+        model.eval()
+    source, driving = images(2, seed=0), images(2, seed=1)
+
+    def forward():
+        source_params = models["region_predictor"](source)
+        driving_params = models["region_predictor"](driving)
+        bg_params = models["bg_predictor"](source, driving)
+        out = models["generator"](source, driving_params, source_params, bg_params)
+        avd = models["avd_network"](source_params, driving_params)
+        return source_params, out, avd
+
+    with torch.no_grad():
+        reference = forward()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = forward()
+    for key in ("shift", "covar", "affine"):
+        assert mixed[0][key].dtype == torch.float32
+    assert mixed[1]["optical_flow"].dtype == torch.float32 and mixed[2]["covar"].dtype == torch.float32
+    assert torch.allclose(mixed[0]["shift"], reference[0]["shift"], atol=0.05)
+    assert torch.allclose(mixed[1]["optical_flow"], reference[1]["optical_flow"], atol=0.1)
+    assert torch.isfinite(mixed[1]["prediction"]).all()
