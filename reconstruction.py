@@ -23,7 +23,7 @@ from config import require_section
 from frames_dataset import VideoReadError, iter_video_frames
 from visualizer import Visualizer
 
-METRICS = ("l1", "psnr", "ssim")
+METRICS = ("l1", "psnr", "ssim", "copy_l1")  # copy_l1: the L1 of copying the first frame, the baseline to beat
 
 
 def frame_metrics(prediction, target):
@@ -46,8 +46,11 @@ def summarise(per_frame):
     of per-frame PSNRs it stays finite when some frame is reproduced exactly)."""
     mse = float(np.mean(per_frame["mse"]))
     psnr = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
-    return {"l1": float(np.mean(per_frame["l1"])), "psnr": psnr, "ssim": float(np.mean(per_frame["ssim"])),
-            "num_frames": len(per_frame["l1"])}
+    video = {"l1": float(np.mean(per_frame["l1"])), "psnr": psnr, "ssim": float(np.mean(per_frame["ssim"])),
+             "num_frames": len(per_frame["l1"])}
+    if per_frame.get("copy_l1"):
+        video["copy_l1"] = float(np.mean(per_frame["copy_l1"]))
+    return video
 
 
 def finite_or_none(value):
@@ -95,8 +98,9 @@ def test_video_frames(dataset, index):
 
 
 def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size, device):
-    """Reconstruct one video, writing its visualisation and PNG strip; returns per-frame metrics (frame_metrics)."""
-    metrics = {"l1": [], "mse": [], "ssim": []}
+    """Reconstruct one video, writing its visualisation and PNG strip; returns per-frame metrics (frame_metrics,
+    and ``copy_l1``: the L1 of the first frame itself, what a model that copies its source would score)."""
+    metrics = {"l1": [], "mse": [], "ssim": [], "copy_l1": []}
     predictions = []
     with VideoWriter(out_path, DEFAULT_FPS) as writer:
         for driving, sources, out in reconstruct(frames, networks["generator"], networks["region_predictor"],
@@ -105,6 +109,7 @@ def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size,
             prediction = out["prediction"].float().permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
             for name, values in frame_metrics(prediction, driving.permute(0, 2, 3, 1).cpu().numpy()).items():
                 metrics[name].extend(values)
+            metrics["copy_l1"].extend((sources - driving).abs().mean(dim=(1, 2, 3)).tolist())
             predictions.append(tensor_to_uint8(out["prediction"]))  # (B, H, W, 3)
             writer.write(visualizer.visualize(driving, sources, out).reshape(B, H, -1, 3))  # (B, H, n * W, 3)
     iio.imwrite(png_path, np.concatenate(np.concatenate(predictions), axis=1))  # (H, T * W, 3)
@@ -147,5 +152,6 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
     with open(out_dir / "metrics.json", "w") as f:
         json.dump(finite_or_none(metrics), f, indent=2)
     print(f"reconstruction of {len(videos)} videos ({metrics['num_frames']} frames): "
-          + ", ".join(f"{name} {value:.4f}" for name, value in means.items()))
+          + ", ".join(f"{name} {value:.4f}" for name, value in means.items())
+          + (f"; l1 / copy_l1 = {means['l1'] / means['copy_l1']:.3f}" if videos and means["copy_l1"] > 0 else ""))
     return metrics

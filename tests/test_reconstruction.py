@@ -81,6 +81,7 @@ def test_metrics_of_a_model_that_copies_the_source_match_numpy(setup, tmp_path):
         copies = np.broadcast_to(frames[:1], frames.shape)
         video = metrics["videos"][name]
         assert video["l1"] == pytest.approx(np.abs(frames - frames[0]).mean(), rel=1e-6)
+        assert video["copy_l1"] == pytest.approx(video["l1"], rel=1e-5)  # the baseline is this very model
         assert video["psnr"] == pytest.approx(peak_signal_noise_ratio(frames, copies, data_range=1.0), rel=1e-6)
         ssim = np.mean([structural_similarity(f, frames[0], channel_axis=2, data_range=1.0) for f in frames])
         assert video["ssim"] == pytest.approx(ssim, rel=1e-6)
