@@ -16,11 +16,11 @@ from torch import nn
 
 from checkpoint import save_checkpoint
 from config import require_section
-from logger import Logger, format_losses
+from logger import Logger
 from losses import ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss
 from modules.util import as_float32, float32_geometry
-from trainer import (GracefulStop, MixedPrecision, TrainingInterrupted, barrier, checkpoint_name, distribute,
-                     make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
+from trainer import (MixedPrecision, barrier, checkpoint_name, distribute, make_loader, make_scheduler, rank_and_world,
+                     resume, train_epochs)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
@@ -129,21 +129,8 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
         with mixed.autocast():
             return model(source, driving, transform)
 
-    with GracefulStop() as stop:
-        for epoch in range(first_epoch, params["num_epochs"]):
-            start_epoch(loader, seed, epoch)
-            result = run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_saved, device)
-            if result.interrupted_at is not None:
-                path = save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config,
-                                           interrupted_at=result.interrupted_at) if main else None
-                raise TrainingInterrupted(stop.requested or "SIGTERM", path)
-            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
-            scheduler.step()
-            means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
-            if main:
-                print(format_losses(epoch, means))
-                logger.save_image(f"{epoch:08d}-rec.png", picture(visualizer, result.batch, result.out))
-                if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
-                    last_saved = save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config)
-            barrier()
-    return last_saved
+    def save(epoch, interrupted_at=None):
+        return save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config, interrupted_at)
+
+    return train_epochs(forward, loader, optimizer, scheduler, mixed, logger, params, first_epoch, seed, last_saved,
+                        device, save, lambda result: picture(visualizer, result.batch, result.out), tag="rec")

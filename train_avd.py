@@ -15,11 +15,11 @@ from torch import nn
 
 from checkpoint import save_checkpoint
 from config import ConfigError, require_section
-from logger import Logger, format_losses
+from logger import Logger
 from losses import avd_losses
 from modules.util import as_float32
-from trainer import (GracefulStop, MixedPrecision, TrainingError, TrainingInterrupted, barrier, checkpoint_name,
-                     distribute, make_loader, make_scheduler, rank_and_world, resume, run_epoch, start_epoch)
+from trainer import (MixedPrecision, TrainingError, checkpoint_name, distribute, make_loader, make_scheduler,
+                     rank_and_world, resume, train_epochs)
 from visualizer import Visualizer
 
 FROZEN = ("generator", "region_predictor", "bg_predictor")
@@ -128,23 +128,11 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
         driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
         return model(source, driving, random_scales(source.shape[0], params["random_scale"], device))
 
-    with GracefulStop() as stop:
-        for epoch in range(first_epoch, params["num_epochs"]):
-            start_epoch(loader, seed, epoch)
-            result = run_epoch(forward, loader, optimizer, full_precision, logger, stop, epoch, last_saved, device,
-                               desc="avd epoch")
-            if result.interrupted_at is not None:
-                path = save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried,
-                                interrupted_at=result.interrupted_at) if main else None
-                raise TrainingInterrupted(stop.requested or "SIGTERM", path)
-            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
-            scheduler.step()
-            means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
-            if main:
-                print(format_losses(epoch, means))
-                logger.save_image(f"{epoch:08d}-avd.png",
-                                  picture(visualizer, frozen["generator"], result.batch, result.out, device))
-                if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
-                    last_saved = save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried)
-            barrier()
-    return last_saved
+    def save(epoch, interrupted_at=None):
+        return save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried, interrupted_at)
+
+    def draw(result):
+        return picture(visualizer, frozen["generator"], result.batch, result.out, device)
+
+    return train_epochs(forward, loader, optimizer, scheduler, full_precision, logger, params, first_epoch, seed,
+                        last_saved, device, save, draw, tag="avd", desc="avd epoch")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from checkpoint import load_checkpoint
 from frames_dataset import DatasetRepeater
+from logger import format_losses
 from sync_batchnorm import convert_model
 
 
@@ -281,3 +282,34 @@ def diverged(epoch, iteration, last_checkpoint, what):
     kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
     return TrainingError(f"{what} at epoch {epoch}, iteration {iteration}; stopping without taking the step: "
                          f"{kept}. Lower the learning rate or check the data.")
+
+
+def train_epochs(forward, loader, optimizer, scheduler, mixed, logger, params, first_epoch, seed, last_saved, device,
+                 save, picture, tag, desc="epoch"):
+    """The epoch loop both stages share: run an epoch, step the schedule, log, draw, checkpoint.
+
+    Args:
+        forward: batch -> (losses, outputs); see :func:`run_epoch`.
+        save: ``save(epoch, interrupted_at=None)`` writes a checkpoint and returns its path (rank 0 only).
+        picture: ``picture(result)`` -> uint8 image of the epoch, saved as ``train-vis/<epoch>-<tag>.png``.
+    A Ctrl-C or SIGTERM ends the current step, writes a checkpoint and raises TrainingInterrupted.
+    Returns the path of the last checkpoint written.
+    """
+    main = logger.enabled
+    with GracefulStop() as stop:
+        for epoch in range(first_epoch, params["num_epochs"]):
+            start_epoch(loader, seed, epoch)
+            result = run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_saved, device, desc=desc)
+            if result.interrupted_at is not None:
+                path = save(epoch, interrupted_at=result.interrupted_at) if main else None
+                raise TrainingInterrupted(stop.requested or "SIGTERM", path)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
+            scheduler.step()
+            means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
+            if main:
+                print(format_losses(epoch, means))
+                logger.save_image(f"{epoch:08d}-{tag}.png", picture(result))
+                if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
+                    last_saved = save(epoch)
+            barrier()
+    return last_saved
