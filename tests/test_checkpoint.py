@@ -49,6 +49,7 @@ def test_save_is_loadable_and_atomic(tmp_path, monkeypatch):
     models = perturbed(tiny_models())
     path = save_checkpoint(tmp_path / "a.pth", models, epoch_reconstruction=3)
     assert read_checkpoint(path)["epoch_reconstruction"] == 3
+    assert path.stat().st_mode & 0o044, "others and the group may read it, as any file the user writes"
     good = path.read_bytes()
 
     def crash(*args, **kwargs):
