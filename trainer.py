@@ -84,9 +84,11 @@ def seed_epoch(seed, epoch, rank=0):
     return int(loader_seed)
 
 
-def _ignore_sigint(worker_id):
-    """Data workers leave Ctrl-C to the main process, which finishes its step and writes a checkpoint."""
+def _ignore_stop_signals(worker_id):
+    """Data workers leave Ctrl-C and SIGTERM to the main process, which finishes its step, writes a checkpoint
+    and then ends them: a terminal's Ctrl-C, a cluster's job stop or ``pkill -f`` signals every process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(dataset, params, device, section, seed=0):
@@ -106,7 +108,7 @@ def make_loader(dataset, params, device, section, seed=0):
                if world > 1 else RandomSampler(dataset, generator=generator))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=params["dataloader_workers"],
                         drop_last=True, pin_memory=device.type == "cuda", generator=generator,
-                        worker_init_fn=_ignore_sigint)
+                        worker_init_fn=_ignore_stop_signals)
     if len(loader) == 0:
         raise TrainingError(f"an epoch has {len(dataset)} training pairs ({section}.num_repeats = "
                             f"{params['num_repeats']}), fewer than one batch of {batch_size} per process: lower "
