@@ -96,18 +96,25 @@ def test_resume_is_exact(data_root, tmp_path):
     assert [line[:10] for line in lines] == ["00000000) ", "00000001) "]  # continued at the next epoch
 
 
-def test_sigterm_writes_a_loadable_checkpoint(data_root, tmp_path):
+@pytest.mark.parametrize("whole_group", [False, True], ids=["process", "process-group"])
+def test_sigterm_writes_a_loadable_checkpoint(data_root, tmp_path, whole_group):
+    """SIGTERM to the trainer, or to its whole process group with data workers (a cluster's job stop, pkill -f)."""
     config = write_tiny_config(tmp_path / "long.yaml", data_root,
-                               train_params={"num_epochs": 1000, "checkpoint_freq": 1000})
+                               train_params={"num_epochs": 1000, "checkpoint_freq": 1000,
+                                             "dataloader_workers": 1 if whole_group else 0})
     logs = tmp_path / "log"
     process = subprocess.Popen([sys.executable, "run.py", "--config", str(config), "--log_dir", str(logs),
-                                "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
         deadline = time.time() + 90
         while time.time() < deadline and not list(logs.glob("*/log.txt")):  # an epoch has finished
             assert process.poll() is None, process.communicate()
             time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
+        if whole_group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
