@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from modules.util import as_float32, float32_geometry
+from modules.util import as_float32, float32_geometry, inverse
 
 
 def _mlp(sizes):
@@ -49,7 +49,7 @@ class AVDNetwork(nn.Module):
         """
         if self.revert_axis_swap:
             with float32_geometry(x_id["affine"].device.type):
-                relative = x_id["affine"] @ torch.inverse(x_pose["affine"])  # (B, K, 2, 2)
+                relative = x_id["affine"] @ inverse(x_pose["affine"])  # (B, K, 2, 2)
             sign = torch.sign(relative[..., 0:1, 0:1])  # (B, K, 1, 1)
             x_id = {"shift": x_id["shift"], "affine": x_id["affine"] * sign}
         pose_emb = self.pose_encoder(region_params_to_emb(x_pose))  # (B, pose_bottle_size)

@@ -33,6 +33,7 @@ class Generator(nn.Module):
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
         self.num_channels = num_channels
         self.skips = skips
+        self.fused_blend = False  # blend by one torch.lerp (modules.optimize sets it): same numbers up to rounding
 
     @staticmethod
     def deform_input(inp, optical_flow):
@@ -57,6 +58,9 @@ class Generator(nn.Module):
                                           align_corners=False)
         if input_previous is None:
             return input_skip * occlusion_map
+        if self.fused_blend:  # previous + occ (skip - previous): one pass over the maps instead of four
+            dtype = torch.result_type(input_skip, input_previous)  # lerp does not promote (autocast mixes them)
+            return torch.lerp(input_previous.to(dtype), input_skip.to(dtype), occlusion_map.to(dtype))
         return input_skip * occlusion_map + input_previous * (1 - occlusion_map)
 
     def encode(self, source_image):

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, as_float32, float32_geometry, from_homogeneous,
-                          make_coordinate_grid, region2gaussian, to_homogeneous, warp)
+from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, as_float32, float32_geometry,
+                          from_homogeneous, inverse, make_coordinate_grid, region2gaussian, to_homogeneous, warp)
 
 
 def region_transforms(driving_region_params, source_region_params, revert_axis_swap=False):
@@ -15,7 +15,7 @@ def region_transforms(driving_region_params, source_region_params, revert_axis_s
     """
     if "affine" not in driving_region_params:
         return None
-    affine = source_region_params["affine"] @ torch.inverse(driving_region_params["affine"])  # (B, K, 2, 2)
+    affine = source_region_params["affine"] @ inverse(driving_region_params["affine"])  # (B, K, 2, 2)
     if revert_axis_swap:
         affine = affine * torch.sign(affine[..., 0:1, 0:1])
     return affine
