@@ -1,4 +1,5 @@
 """Animation (METHOD.md §7): the animation modes, the batched animation of one source, and ``--mode animate``."""
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from tqdm import tqdm
 from checkpoint import CheckpointError, load_checkpoint
 from config import require_section
 from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, PairedDataset
+from modules.optimize import optimize_for_inference, wants_channels_last, wants_winograd
+from modules.util import as_float32, float32_geometry, inverse
 from visualizer import Visualizer
 
 ANIMATION_MODES = ("standard", "relative", "avd")
@@ -66,7 +69,7 @@ def get_animation_region_params(source_region_params, driving_region_params, dri
     shift_diff = driving_region_params["shift"] - driving_region_params_initial["shift"]  # (B, K, 2)
     new_region_params["shift"] = shift_diff * scale + source_region_params["shift"]
     if "affine" in driving_region_params:
-        affine_diff = driving_region_params["affine"] @ torch.inverse(driving_region_params_initial["affine"])
+        affine_diff = driving_region_params["affine"] @ inverse(driving_region_params_initial["affine"])
         new_region_params["affine"] = affine_diff @ source_region_params["affine"]  # (B, K, 2, 2)
     return new_region_params
 
@@ -84,6 +87,9 @@ def region_layout(shift):
     return centred / radius[:, None, None]  # (B, K, 2)
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class Animator:
     """Animates one source image by batches of driving frames (METHOD.md §7).
 
@@ -92,30 +98,60 @@ class Animator:
     frame (relative mode) is the first frame animated unless ``set_initial`` names another. Results equal
     those of the reference's frame-by-frame loop (tests/test_animate.py checks it against the parity arrays).
 
+    The per-frame path never waits for the device: no ``.item()`` or host copy (the movement scale of relative
+    mode is computed once per video, in ``set_initial``).
+
     Args:
         source_image: (1, C, H, W) in [0, 1], on the models' device.
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
+        optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference`` (same numbers
+            up to float rounding; channels-last where ``wants_channels_last`` says it helps). The region predictor
+            is left as it is: its outputs feed inverses of nearly singular affines (AVD's especially), where a
+            last-bit difference grows a thousandfold, and it costs a few percent of a frame.
+        precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
+        compile: wrap the networks in ``torch.compile`` (True; or a backend name). Meant for GPUs: on a 2-core
+            CPU it took a minute to compile and the frames came out slower.
     """
 
     def __init__(self, source_image, generator, region_predictor, avd_network=None, mode="standard",
-                 adapt_movement_scale=True):
+                 adapt_movement_scale=True, optimize=True, precision="fp32", compile=False):
         if mode not in ANIMATION_MODES:
             raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
         if mode == "avd" and avd_network is None:
             raise ValueError("mode 'avd' needs an AVD network: the checkpoint has none (use relative or standard, "
                              "or train one with --mode train_avd)")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.device_type, self.precision = source_image.device.type, precision
+        self.channels_last = optimize and wants_channels_last(source_image.device, precision)
+        if optimize:
+            generator = optimize_for_inference(generator, self.channels_last,
+                                               winograd=wants_winograd(source_image.device, precision))
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            generator, region_predictor = (torch.compile(m, backend=backend) for m in (generator, region_predictor))
         self.generator, self.region_predictor, self.avd_network = generator, region_predictor, avd_network
         self.mode, self.adapt_movement_scale = mode, adapt_movement_scale
-        self.source_image = source_image  # (1, C, H, W)
-        with torch.inference_mode():
-            self.source_params = region_predictor(source_image)  # shift (1, K, 2), affine (1, K, 2, 2), ...
-            self.source_features = generator.encode(source_image)  # [(1, F_i, H_i, W_i)]
+        self.source_image = self.prepare(source_image)  # (1, C, H, W), for the generator
+        with torch.inference_mode(), self.autocast():
+            self.source_params = as_float32(self.region_predictor(source_image))  # (1, K, ...)
+            self.source_features = self.generator.encode(self.source_image)  # [(1, F_i, H_i, W_i)]
         self.initial_params, self.scale = None, None
+
+    def prepare(self, images):
+        """Images (B, C, H, W) in the memory format the generator was optimised for."""
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=PRECISIONS[self.precision])
 
     @torch.inference_mode()
     def set_initial(self, driving_frame):
         """Take the driving frame (1, C, H, W) as the one relative motion is measured from."""
-        self.initial_params = self.region_predictor(driving_frame)  # (1, K, ...)
+        with self.autocast():
+            self.initial_params = as_float32(self.region_predictor(driving_frame))  # (1, K, ...)
         self.scale = None
         if self.mode == "relative":  # once per video: the hull areas need the centres on the host
             self.scale = movement_scale(self.source_params, self.initial_params) if self.adapt_movement_scale \
@@ -124,7 +160,9 @@ class Animator:
     @torch.inference_mode()
     def layout_distance(self, driving):
         """How far each driving frame's region layout is from the source's: (B, C, H, W) -> (B,)."""
-        driving_layout = region_layout(self.region_predictor(driving)["shift"])  # (B, K, 2)
+        with self.autocast():
+            shift = self.region_predictor(driving)["shift"].float()  # (B, K, 2)
+        driving_layout = region_layout(shift)  # (B, K, 2)
         source_layout = region_layout(self.source_params["shift"])  # (1, K, 2)
         return (driving_layout - source_layout).pow(2).sum(dim=(1, 2))  # (B,)
 
@@ -132,18 +170,22 @@ class Animator:
     def __call__(self, driving):
         """Animate the source in the motion of driving frames (B, C, H, W).
 
-        Returns the generator's output dict (``prediction`` (B, C, H, W) in [0, 1], ``deformed``, ...) with the
-        ``source_region_params`` and ``driving_region_params`` (batch B) that the visualizer draws.
+        Returns the generator's output dict (``prediction`` (B, C, H, W) float32 in [0, 1], ``deformed``, ...) with
+        the ``source_region_params`` and ``driving_region_params`` (batch B) that the visualizer draws.
         """
         if self.initial_params is None:
             self.set_initial(driving[:1])
         B = driving.shape[0]
-        driving_params = self.region_predictor(driving)  # (B, K, ...)
-        source_params = expand_batch(self.source_params, B)
-        params = get_animation_region_params(source_params, driving_params, self.initial_params, mode=self.mode,
-                                             avd_network=self.avd_network, scale=self.scale)
-        source = self.source_image.expand(B, *self.source_image.shape[1:])  # (B, C, H, W), no copy
-        out = self.generator(source, params, source_params, source_features=self.source_features)
+        with self.autocast():
+            driving_params = as_float32(self.region_predictor(driving))  # (B, K, ...)
+            source_params = expand_batch(self.source_params, B)
+            with float32_geometry(self.device_type):
+                params = get_animation_region_params(source_params, driving_params, self.initial_params,
+                                                     mode=self.mode, avd_network=self.avd_network,
+                                                     scale=self.scale)
+            source = self.source_image.expand(B, *self.source_image.shape[1:])  # (B, C, H, W), no copy
+            out = self.generator(source, params, source_params, source_features=self.source_features)
+        out["prediction"] = out["prediction"].float()
         out.update(source_region_params=source_params, driving_region_params=driving_params)
         return out
 
@@ -177,10 +219,15 @@ def frames_to_tensor(frames, device):
     return tensor.to(device, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
 
 
-def tensor_to_uint8(images):
-    """(B, C, H, W) in [0, 1] on any device -> numpy uint8 (B, H, W, C), rounded as skimage's img_as_ubyte."""
+def to_uint8(images):
+    """(B, C, H, W) in [0, 1] -> uint8 (B, H, W, C) on the same device, rounded as skimage's img_as_ubyte."""
     images = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8)  # (B, C, H, W)
-    return images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+    return images.permute(0, 2, 3, 1)  # (B, H, W, C)
+
+
+def tensor_to_uint8(images):
+    """(B, C, H, W) in [0, 1] on any device -> numpy uint8 (B, H, W, C)."""
+    return to_uint8(images).cpu().numpy()  # (B, H, W, C)
 
 
 # Containers the demo and the evaluation write, with the ffmpeg settings for each (H.264 unless a GIF).

@@ -22,11 +22,11 @@ import imageio_ffmpeg
 import torch
 from tqdm import tqdm
 
-from animate import (ANIMATION_MODES, DEFAULT_FPS, Animator, VideoWriter, batched, default_batch_size,
-                     frames_to_tensor, tensor_to_uint8)
+from animate import (ANIMATION_MODES, DEFAULT_FPS, PRECISIONS, Animator, VideoWriter, batched, default_batch_size,
+                     frames_to_tensor, to_uint8)
 from checkpoint import CheckpointError, load_checkpoint
 from config import ConfigError, load_config
-from device import pick_device
+from device import configure, pick_device
 from frames_dataset import VIDEO_EXTENSIONS, VideoReadError, iter_video_frames, read_image, video_info
 from modules.build import build_models
 
@@ -54,7 +54,7 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
 
     Returns (generator, region_predictor, avd_network); avd_network is None when the checkpoint has none.
     """
-    device = torch.device("cpu") if cpu else pick_device(device or "auto")
+    device = configure(torch.device("cpu") if cpu else pick_device(device or "auto"))
     models = build_models(load_config(config_path), device)
     needed = {name: models[name] for name in ("generator", "region_predictor", "avd_network")}
     checkpoint = load_checkpoint(checkpoint_path, needed, config_name=str(config_path), map_location=device,
@@ -70,24 +70,25 @@ def model_device(module):
 
 
 def make_animation(source_image, driving_video, generator, region_predictor, avd_network,
-                   animation_mode="standard", cpu=False, batch_size=None, adapt_movement_scale=True, initial_frame=0):
+                   animation_mode="standard", cpu=False, batch_size=None, adapt_movement_scale=True, initial_frame=0,
+                   precision="fp32", compile=False):
     """Animate ``source_image`` (H, W, 3) in [0, 1] with ``driving_video`` (a sequence of (H, W, 3) frames).
 
     Runs on the networks' device (``cpu`` is kept for the reference's signature; ``load_checkpoints`` decides
     the device). Relative motion is measured from driving frame ``initial_frame``. ``batch_size``: driving
-    frames per forward pass (default: ``animate.default_batch_size``). Returns a list of (H, W, 3) float32
-    frames in [0, 1], one per driving frame.
+    frames per forward pass (default: ``animate.default_batch_size``); ``precision`` and ``compile``: see
+    ``animate.Animator``. Returns a list of (H, W, 3) float32 frames in [0, 1], one per driving frame.
     """
     device = model_device(generator)
     batch_size = batch_size or default_batch_size(device)
     source = frames_to_tensor([source_image], device)  # (1, 3, H, W)
     animator = Animator(source, generator, region_predictor, avd_network, mode=animation_mode,
-                        adapt_movement_scale=adapt_movement_scale)
+                        adapt_movement_scale=adapt_movement_scale, precision=precision, compile=compile)
     animator.set_initial(frames_to_tensor([driving_video[initial_frame]], device))
     predictions = []
     for batch in batched(driving_video, batch_size):
         prediction = animator(frames_to_tensor(batch, device))["prediction"]  # (B, 3, H, W)
-        predictions.extend(prediction.permute(0, 2, 3, 1).float().cpu().numpy())
+        predictions.extend(prediction.permute(0, 2, 3, 1).cpu().numpy())
     return predictions
 
 
@@ -167,13 +168,24 @@ def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=No
 
 
 def animate_video(animator, driving_path, result_path, img_shape, fps, num_frames, batch_size, progress=True):
-    """Stream the driving video through ``animator`` into ``result_path``; returns the number of frames."""
+    """Stream the driving video through ``animator`` into ``result_path``; returns the number of frames.
+
+    Each batch's frames are fetched from the device only after the next batch has been queued, so on a GPU the
+    host decodes and encodes while the device computes.
+    """
     device = model_device(animator.generator)
+    pending = None  # the previous batch's frames, uint8 (B, H, W, 3) still on the device
     with VideoWriter(result_path, fps) as writer, \
             tqdm(total=num_frames, unit="frame", disable=not progress, desc="animating") as bar:
         for driving in frame_batches(driving_path, img_shape, batch_size, device):
-            writer.write(tensor_to_uint8(animator(driving)["prediction"]))  # (B, H, W, 3)
-            bar.update(driving.shape[0])
+            prediction = to_uint8(animator(driving)["prediction"])  # (B, H, W, 3), queued
+            if pending is not None:
+                writer.write(pending.cpu().numpy())
+                bar.update(len(pending))
+            pending = prediction
+        if pending is not None:
+            writer.write(pending.cpu().numpy())
+            bar.update(len(pending))
     return writer.num_frames
 
 
@@ -240,6 +252,11 @@ def parse_args(argv=None):
                         help="relative mode: scale the driving motion by the size ratio of source and driving")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="driving frames per forward pass (default: 8 on a GPU, 1 on the CPU, where it is fastest)")
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
+                        help="fp32 (default), or bf16/fp16 autocast for GPUs (region geometry stays float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: one per core; on a CPU busy with other work, 1 can be faster)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--find_best_frame", action="store_true",
                        help="measure relative motion from the driving frame whose region layout best matches the "
@@ -251,6 +268,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -315,6 +334,8 @@ def demo(args):
     """Run the demo for parsed arguments; returns the result's path."""
     args = resolve_inputs(args)
     check_result_path(Path(args.result_video), args.audio)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     img_shape = args.img_shape or tuple(load_config(args.config).get("dataset_params", {})
                                         .get("frame_shape", (256, 256))[:2])
     generator, region_predictor, avd_network = load_checkpoints(args.config, args.checkpoint, cpu=args.cpu,
@@ -327,7 +348,7 @@ def demo(args):
     source = frames_to_tensor([read_source(args.source_image, img_shape)], device)  # (1, 3, H, W)
     num_frames, fps = open_driving(args.driving_video, img_shape)
     animator = Animator(source, generator, region_predictor, avd_network, mode=args.mode,
-                        adapt_movement_scale=args.adapt_scale)
+                        adapt_movement_scale=args.adapt_scale, precision=args.precision, compile=args.compile)
     choose_initial_frame(animator, args, img_shape, num_frames, batch_size)
     write_result(animator, args, img_shape, fps, num_frames, batch_size)
     return Path(args.result_video)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from checkpoint import CheckpointError
 from config import ConfigError, load_config, require_section, save_config
-from device import pick_device
+from device import configure, pick_device
 from modules.build import build_models
 
 MODES = ("train", "train_avd", "reconstruction", "animate")
@@ -68,7 +68,7 @@ def choose_device(args):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    return device
+    return configure(device)
 
 
 def init_distributed(device):
