@@ -1,0 +1,57 @@
+"""tools/benchmark.py --quick: every part runs and reports sane numbers (no timing is asserted: machines differ)."""
+import json
+
+import pytest
+
+from tools import benchmark
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchmark") / "results.json"
+    assert benchmark.main(["--quick", "--parts", ",".join(benchmark.PARTS), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def positive(*values):
+    return all(isinstance(v, (int, float)) and v > 0 for v in values)
+
+
+def test_machine(results):
+    machine = results["machine"]
+    assert machine["threads"] == 1 and positive(machine["matmul_gflops"], machine["conv3x3_gflops"])
+    assert len(machine["load_average"]) == 3
+
+
+def test_inference(results):
+    inference = results["inference"]
+    assert set(inference["seconds_per_frame_by_batch_size"]) == {"1", "2"}
+    assert str(inference["best_batch_size"]) in inference["seconds_per_frame_by_batch_size"]
+    assert positive(inference["seconds_per_frame"], inference["reference_seconds_per_frame"], inference["speedup"],
+                    inference["gflops_per_second"], inference["matmul_ratio"], inference["peak_rss_mb"])
+    # The reference encodes the source for every frame and up-samples before convolving: it does more work.
+    assert 0 < inference["flops_per_frame"] < inference["reference_flops_per_frame"]
+    assert inference["max_abs_difference"] <= 1e-4  # float32, the same numbers
+    assert len(inference["load_average"]) == 2
+
+
+def test_training(results):
+    training = results["training"]
+    for side in (training, training["same_process"]):
+        assert positive(side["seconds_per_step"], side["straightforward_seconds_per_step"], side["speedup"])
+    assert positive(training["peak_rss_mb"], training["straightforward_peak_rss_mb"])
+    assert set(training["losses"]) == {"perceptual", "equivariance_shift", "equivariance_affine"}
+    assert training["loss_max_relative_difference"] <= 1e-4  # same losses
+
+
+def test_loader(results):
+    loader = results["loader"]
+    assert positive(*loader["items_per_second_by_workers"].values())
+    assert isinstance(loader["keeps_up"], bool)
+
+
+def test_memory_does_not_grow_with_the_video(results):
+    memory = results["memory"]
+    assert set(memory["peak_rss_mb_by_frames"]) == {"10", "40"}
+    assert positive(*memory["peak_rss_mb_by_frames"].values())
+    assert memory["long_over_short"] <= 1.1  # streamed: 4x the frames, the same memory

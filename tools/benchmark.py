@@ -1,0 +1,558 @@
+"""Speed and memory of animation and training, as JSON (issue 7; the README's performance table).
+
+    python tools/benchmark.py                                   # config/vox256.yaml at 256x256, random weights
+    python tools/benchmark.py --config config/ted384.yaml --size 384 --parts inference
+    python tools/benchmark.py --checkpoint vox256.pth --frames 16 --repeats 3 --threads 1 --out bench.json
+    python tools/benchmark.py --parts memory                    # demo peak RSS: 100- vs 3000-frame driving video
+    python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
+
+Parts (``--parts``, comma-separated; default inference,training,loader):
+
+- ``inference``: ``demo.make_animation`` (batched, source encoded once, optimised generator) against
+  :func:`reference_make_animation`, our emulation of the reference demo loop (batch 1, the generator's encoder
+  run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on the CPU), at the best of a few batch
+  sizes, both in this process (the allocator set alike for both); FLOPs per frame counted by
+  ``torch.utils.flop_counter``; achieved GFLOP/s against the machine's.
+- ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
+  channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
+  (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
+  process, where the allocator is the same for both. Same weights, inputs and random warp: same losses.
+- ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
+- ``memory``: ``demo.py`` in subprocesses on generated driving videos of 100 and 3000 frames: peak RSS of each.
+
+Both sides of a comparison run interleaved (ours, reference, ours, ...), so a machine shared with other work slows
+both alike; each part reports the load average around it. Times are the best of the repeats (the least disturbed
+run), medians alongside. On a CPU shared with other jobs, ``--threads 1`` gives steadier numbers: two threads
+waiting on each other at every layer were up to 5x slower there. Nothing is written but the JSON (stdout, or
+``--out``).
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from animate import VideoWriter, get_animation_region_params  # noqa: E402
+from checkpoint import save_checkpoint  # noqa: E402
+from config import load_config  # noqa: E402
+from demo import load_checkpoints, make_animation  # noqa: E402
+from device import keep_freed_memory  # noqa: E402
+from frames_dataset import FramesDataset  # noqa: E402
+from losses import RandomTransform, Vgg19  # noqa: E402
+from modules.build import build_models  # noqa: E402
+from modules.optimize import optimize_for_training  # noqa: E402
+from train import NETWORKS, ReconstructionModel  # noqa: E402
+from trainer import adam  # noqa: E402
+
+PARTS = ("inference", "training", "loader", "memory")
+QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
+         "memory_frames": "10,40", "memory_size": 64, "threads": 1}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def reset_peak_rss():
+    """Start a new peak-RSS window where Linux allows it (``/proc/self/clear_refs``); returns whether it did."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process in MB: since the last reset on Linux, else since it started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def load_average():
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def interleaved(runs, repeats):
+    """Time each callable of ``runs`` (name -> fn) ``repeats`` times, round-robin; name -> list of seconds."""
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds, per=1):
+    """Best and median of a list of seconds, divided by ``per`` (frames or steps)."""
+    return min(seconds) / per, float(np.median(seconds)) / per
+
+
+def count_flops(run):
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def matmul_gflops(n=2048, repeats=5):
+    """The machine's float32 matrix-product rate: best of ``repeats`` n x n products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = min(interleaved({"mm": lambda: a @ b}, repeats + 1)["mm"][1:])
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def conv_gflops(channels=256, size=64, repeats=5):
+    """The rate of a channels-last 3x3 convolution like the generator's bottleneck (oneDNN's direct kernel)."""
+    x = torch.randn(1, channels, size, size).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        seconds = min(interleaved({"conv": lambda: F.conv2d(x, w, padding=1)}, repeats + 1)["conv"][1:])
+    return 2 * channels * channels * 9 * size * size / seconds / 1e9
+
+
+def machine(threads):
+    return {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "load_average": load_average(),
+            "matmul_gflops": round(matmul_gflops(), 1), "conv3x3_gflops": round(conv_gflops(), 1)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models and inputs
+
+
+def animation_models(config_path, checkpoint, seed=0):
+    """(generator, region_predictor, avd_network) in eval mode on the CPU: from ``checkpoint``, else random."""
+    if checkpoint:
+        return load_checkpoints(config_path, checkpoint, cpu=True)
+    torch.manual_seed(seed)
+    models = build_models(load_config(config_path))
+    return tuple(models[name].eval() for name in ("generator", "region_predictor", "avd_network"))
+
+
+def random_frames(num_frames, size, seed=0):
+    """Smooth random images (T, H, W, 3) float32 in [0, 1]: noise blurred by up-sampling."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_frames, 3, max(size // 16, 2), max(size // 16, 2), generator=generator)
+    frames = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)  # (T, 3, H, W)
+    return frames.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inference
+
+
+def reference_make_animation(source_image, driving_video, generator, region_predictor, avd_network,
+                             animation_mode="relative"):
+    """The reference demo's animation loop, emulated with our modules as they are built (plain, NCHW).
+
+    Frame by frame at batch 1 under ``torch.no_grad``; the generator encodes the source again for every
+    frame; relative mode's hull areas are recomputed for every frame; the whole driving video is one tensor.
+    """
+    with torch.no_grad():
+        predictions = []
+        source = torch.tensor(source_image[np.newaxis].astype(np.float32)).permute(0, 3, 1, 2)  # (1, 3, H, W)
+        driving = torch.tensor(np.array(driving_video)[np.newaxis].astype(np.float32)).permute(0, 4, 1, 2, 3)
+        source_region_params = region_predictor(source)
+        driving_region_params_initial = region_predictor(driving[:, :, 0])
+        for frame_idx in range(driving.shape[2]):
+            driving_frame = driving[:, :, frame_idx]  # (1, 3, H, W)
+            driving_region_params = region_predictor(driving_frame)
+            new_region_params = get_animation_region_params(source_region_params, driving_region_params,
+                                                            driving_region_params_initial, mode=animation_mode,
+                                                            avd_network=avd_network)
+            out = generator(source, source_region_params=source_region_params,
+                            driving_region_params=new_region_params)
+            predictions.append(np.transpose(out["prediction"].data.cpu().numpy(), [0, 2, 3, 1])[0])
+    return predictions
+
+
+def per_frame_flops(animate, frames):
+    """FLOPs of one more frame (the difference between a 2- and a 1-frame video), and of the video's set-up."""
+    one, two = count_flops(lambda: animate(frames[:1])), count_flops(lambda: animate(frames[:2]))
+    return two - one, 2 * one - two
+
+
+def best_batch_size(ours, frames, batch_sizes):
+    """Seconds per frame of ``ours`` at each batch size (one run each after a warm-up) and the fastest size."""
+    ours(frames[:2], batch_sizes[0])  # warm-up: first calls allocate and pick kernels
+    by_batch = {b: interleaved({b: lambda b=b: ours(frames, b)}, 1)[b][0] / len(frames) for b in batch_sizes}
+    return by_batch, min(by_batch, key=by_batch.get)
+
+
+def inference_benchmark(args, gflops_matmul):
+    generator, region_predictor, avd_network = animation_models(args.config, args.checkpoint, args.seed)
+    avd = avd_network if args.mode == "avd" else None
+    frames = list(random_frames(args.frames + 1, args.size, args.seed))
+    source, driving = frames[0], frames[1:]
+
+    def ours(video, batch_size):
+        return make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode,
+                              batch_size=batch_size)
+
+    def reference(video):
+        return reference_make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode)
+
+    load_before = load_average()
+    reset_peak_rss()
+    by_batch, batch_size = best_batch_size(ours, driving, args.batch_sizes)
+    difference = float(np.abs(np.stack(ours(driving[:2], batch_size)) - np.stack(reference(driving[:2]))).max())
+    times = interleaved({"ours": lambda: ours(driving, batch_size), "reference": lambda: reference(driving)},
+                        args.repeats)
+    (best, median), (ref_best, ref_median) = summary(times["ours"], len(driving)), \
+        summary(times["reference"], len(driving))
+    flops, setup_flops = per_frame_flops(lambda v: ours(v, 1), driving)
+    ref_flops, ref_setup_flops = per_frame_flops(reference, driving)
+    return {
+        "mode": args.mode, "frames": len(driving), "repeats": args.repeats,
+        "seconds_per_frame_by_batch_size": {str(b): round(s, 4) for b, s in by_batch.items()},
+        "best_batch_size": batch_size,
+        "seconds_per_frame": round(best, 4), "seconds_per_frame_median": round(median, 4),
+        "reference_seconds_per_frame": round(ref_best, 4), "reference_seconds_per_frame_median": round(ref_median, 4),
+        "speedup": round(ref_best / best, 3), "speedup_median": round(ref_median / median, 3),
+        "flops_per_frame": flops, "flops_per_video": setup_flops,
+        "reference_flops_per_frame": ref_flops, "reference_flops_per_video": ref_setup_flops,
+        "gflops_per_second": round(flops / best / 1e9, 1),
+        "reference_gflops_per_second": round(ref_flops / ref_best / 1e9, 1),
+        "matmul_ratio": round(flops / best / 1e9 / gflops_matmul, 3),
+        "max_abs_difference": difference, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_average": [load_before, load_average()],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+class TrainingSide:
+    """One side of the training comparison, built from the seed alone (so that two processes build the same):
+    the first stage's networks and Adam, plain or as ``train.py`` makes them (``optimize_for_training``,
+    channels-last inputs, fused Adam), random VGG-19 weights (the same work as ImageNet's, no download)."""
+
+    def __init__(self, args, optimized):
+        config = load_config(args.config)
+        torch.manual_seed(args.seed)
+        networks = {name: model for name, model in build_models(config).items() if name in NETWORKS}
+        self.model = ReconstructionModel(**networks, vgg=Vgg19("random"), train_params=config["train_params"],
+                                         model_params=config["model_params"])
+        parameters = [p for network in networks.values() for p in network.parameters()]
+        lr = config["train_params"]["lr"]
+        frames = torch.from_numpy(random_frames(2 * args.train_batch_size, args.size, args.seed))
+        frames = frames.permute(0, 3, 1, 2)  # (2B, 3, H, W)
+        if optimized:
+            optimize_for_training(self.model, channels_last=True)
+            self.optimizer = adam(parameters, lr, torch.device("cpu"))
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        else:
+            self.optimizer = torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999))
+        self.source, self.driving = frames.split(args.train_batch_size)  # (B, 3, H, W) each
+        self.transform_params, self.seed = config["train_params"]["transform_params"], args.seed
+
+    def step(self):
+        """One step (forward, losses, backward, Adam), the random warp drawn from the seed: (seconds, losses)."""
+        start = time.perf_counter()
+        torch.manual_seed(self.seed)
+        transform = RandomTransform(self.source.shape[0], **self.transform_params)
+        losses, _ = self.model(self.source, self.driving, transform)
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.optimizer.step()
+        return time.perf_counter() - start, {name: value.item() for name, value in losses.items()}
+
+
+def _training_worker(connection, args, optimized):
+    """A process for one side: glibc's allocator as a plain process has it, or as ``run.py`` sets it."""
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if optimized and not args.default_allocator:
+        keep_freed_memory()
+    reset_peak_rss()
+    side = TrainingSide(args, optimized)
+    while connection.recv():
+        connection.send(side.step())
+    connection.send(peak_rss_mb())
+
+
+def steps_in_processes(args, repeats):
+    """Each side in its own process, stepping in turn (one computes while the other waits): name -> results of
+    each step, and name -> peak RSS in MB."""
+    context = multiprocessing.get_context("spawn")
+    sides = {}
+    for name, optimized in (("straightforward", False), ("optimised", True)):
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_training_worker, args=(theirs, args, optimized), daemon=True)
+        process.start()
+        sides[name] = (ours, process)
+    results = {name: [] for name in sides}
+    try:
+        for _ in range(repeats):
+            for name, (connection, _) in sides.items():
+                connection.send(True)
+                results[name].append(connection.recv())
+        peaks = {}
+        for name, (connection, process) in sides.items():
+            connection.send(False)
+            peaks[name] = connection.recv()
+            process.join()
+    finally:
+        for _, process in sides.values():
+            if process.is_alive():
+                process.terminate()
+    return results, peaks
+
+
+def steps_in_this_process(args, repeats):
+    """Both sides in this process (the same allocator), stepping in turn: name -> results of each step."""
+    sides = {"straightforward": TrainingSide(args, False), "optimised": TrainingSide(args, True)}
+    results = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, side in sides.items():
+            results[name].append(side.step())
+    return results
+
+
+def speedups(results):
+    """Best and median seconds per step of each side (the first step, a warm-up, left out) and the speed-ups."""
+    seconds = {name: [s for s, _ in steps[1:]] for name, steps in results.items()}
+    (best, median), (plain_best, plain_median) = summary(seconds["optimised"]), summary(seconds["straightforward"])
+    return {"seconds_per_step": round(best, 3), "seconds_per_step_median": round(median, 3),
+            "straightforward_seconds_per_step": round(plain_best, 3),
+            "straightforward_seconds_per_step_median": round(plain_median, 3),
+            "speedup": round(plain_best / best, 3), "speedup_median": round(plain_median / median, 3)}
+
+
+def training_benchmark(args):
+    """The step of ``train.py`` against a straightforward one, in two processes (the straightforward one with
+    glibc's defaults), then both in this process (the allocator set alike for both: the code's share alone)."""
+    load_before = load_average()
+    results, peaks = steps_in_processes(args, args.repeats + 1)
+    same_process = steps_in_this_process(args, args.repeats + 1)
+    plain, fast = results["straightforward"][0][1], results["optimised"][0][1]  # first steps: same weights
+    return {
+        "batch_size": args.train_batch_size, "repeats": args.repeats, "vgg_weights": "random", **speedups(results),
+        "same_process": dict(speedups(same_process), allocator=args.allocator),
+        "losses": plain, "loss_max_relative_difference": max(abs(fast[k] - v) / max(abs(v), 1e-12)
+                                                             for k, v in plain.items()),
+        "peak_rss_mb": round(peaks["optimised"], 1), "straightforward_peak_rss_mb": round(peaks["straightforward"], 1),
+        "load_average": [load_before, load_average()],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data loading
+
+
+def write_frame_folders(root, num_videos, num_frames, size, seed=0):
+    """``root/train/id<i>#clip/<t>.png``: smooth random frames, the layout of a prepared dataset."""
+    import imageio.v3 as iio
+    for v in range(num_videos):
+        folder = Path(root) / "train" / f"id{v}#clip"
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(random_frames(num_frames, size, seed + v)):
+            iio.imwrite(folder / f"{t:05d}.png", (frame * 255).round().astype(np.uint8))
+    return Path(root)
+
+
+def loader_rate(dataset, batch_size, workers, batches):
+    """Items per second the training DataLoader delivers, the first batch (workers starting) left out."""
+    from trainer import make_loader
+    params = {"num_repeats": batches * batch_size, "batch_size": batch_size, "dataloader_workers": workers}
+    iterator = iter(make_loader(dataset, params, torch.device("cpu"), "train_params"))
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def loader_benchmark(args, training):
+    config = load_config(args.config)
+    dataset_params = config["dataset_params"]
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as root:
+        write_frame_folders(root, num_videos=4, num_frames=8, size=args.size, seed=args.seed)
+        dataset = FramesDataset(root, frame_shape=(args.size, args.size, 3), id_sampling=True, is_train=True,
+                                augmentation_params=dataset_params.get("augmentation_params"))
+        rates = {w: loader_rate(dataset, args.train_batch_size, w, args.loader_batches) for w in args.workers}
+    result = {"dataset": f"4 videos x 8 PNG frames at {args.size}x{args.size}, the config's augmentations",
+              "batch_size": args.train_batch_size,
+              "items_per_second_by_workers": {str(w): round(r, 1) for w, r in rates.items()},
+              "load_average": [load_before, load_average()]}
+    if training:
+        needed = args.train_batch_size / training["seconds_per_step"]
+        result.update(training_items_per_second=round(needed, 2), keeps_up=max(rates.values()) >= needed)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Memory of the demo
+
+# Runs demo.main in a child process and prints its peak RSS in MB (ffmpeg's own processes not included). The
+# child reads its own VmHWM: its getrusage maximum would include the parent's resident size at the fork.
+_DEMO_CHILD = """
+import resource, sys
+sys.path.insert(0, {root!r})
+import demo
+code = demo.main({argv!r})
+try:
+    kb = [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]
+except (OSError, IndexError):
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print('PEAK_RSS_MB', kb / 1024)
+sys.exit(code)
+"""
+
+
+def write_demo_inputs(folder, config_path, size, frame_counts, seed=0):
+    """A random-weight checkpoint, a source image and one driving video per frame count, in ``folder``."""
+    import imageio.v3 as iio
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    models = build_models(load_config(config_path))
+    checkpoint = save_checkpoint(folder / "model.pth", {k: v for k, v in models.items() if k != "bg_predictor"})
+    frames = (random_frames(8, size, seed) * 255).round().astype(np.uint8)  # (8, H, W, 3)
+    iio.imwrite(folder / "source.png", frames[0])
+    videos = {}
+    for count in frame_counts:
+        videos[count] = folder / f"driving{count}.mp4"
+        with VideoWriter(videos[count], fps=25) as writer:
+            for t in range(count):
+                writer.write(frames[t % len(frames)])
+    return checkpoint, folder / "source.png", videos
+
+
+def demo_peak_rss(config_path, checkpoint, source, driving, size, result):
+    """(peak RSS in MB, seconds) of ``demo.py`` animating ``driving`` in a child process."""
+    argv = ["--config", str(config_path), "--checkpoint", str(checkpoint), "--source_image", str(source),
+            "--driving_video", str(driving), "--result_video", str(result), "--mode", "relative", "--cpu",
+            "--quiet", "--img_shape", f"{size},{size}"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # the benchmark's thread count
+    start = time.perf_counter()
+    child = subprocess.run([sys.executable, "-c", _DEMO_CHILD.format(root=str(ROOT), argv=argv)],
+                           capture_output=True, text=True, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - start
+    if child.returncode != 0:
+        raise RuntimeError(f"demo.py failed on {driving}: {child.stderr.strip()[-2000:]}")
+    return float(child.stdout.split("PEAK_RSS_MB")[-1].split()[0]), seconds
+
+
+def memory_benchmark(args):
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint, source, videos = write_demo_inputs(folder, args.memory_config, args.memory_size,
+                                                       args.memory_frames, args.seed)
+        runs = {count: demo_peak_rss(args.memory_config, checkpoint, source, video, args.memory_size,
+                                     Path(folder) / f"result{count}.mp4") for count, video in videos.items()}
+    short, long = min(runs), max(runs)
+    return {"model": f"{args.memory_config} at {args.memory_size}x{args.memory_size}, random weights, relative mode",
+            "peak_rss_mb_by_frames": {str(n): round(mb, 1) for n, (mb, _) in runs.items()},
+            "seconds_by_frames": {str(n): round(s, 1) for n, (_, s) in runs.items()},
+            "long_over_short": round(runs[long][0] / runs[short][0], 4),
+            "load_average": [load_before, load_average()]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def int_list(text):
+    return [int(x) for x in text.split(",") if x]
+
+
+def repository_path(path):
+    """A config path as given, or else relative to the repository (``config/vox256.yaml`` from anywhere)."""
+    return path if Path(path).exists() or Path(path).is_absolute() else str(ROOT / path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config/vox256.yaml", help="model config (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=256, help="frame height and width (default: %(default)s)")
+    parser.add_argument("--checkpoint", help="weights to load (default: random weights from --seed)")
+    parser.add_argument("--parts", default="inference,training,loader", help=f"any of {','.join(PARTS)}")
+    parser.add_argument("--mode", default="relative", choices=("standard", "relative", "avd"))
+    parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
+    parser.add_argument("--batch_sizes", type=int_list, default=[1, 2, 4], help="searched for the fastest (1,2,4)")
+    parser.add_argument("--train_batch_size", type=int, default=2, help="training batch (default: %(default)s)")
+    parser.add_argument("--workers", type=int_list, default=[0, 1, 2], help="loader workers to try (0,1,2)")
+    parser.add_argument("--loader_batches", type=int, default=8, help="batches timed per worker count")
+    parser.add_argument("--memory_config", default="config/puppets64.yaml", help="model of the memory part")
+    parser.add_argument("--memory_size", type=int, default=256, help="frame size of the memory part")
+    parser.add_argument("--memory_frames", type=int_list, default=[100, 3000], help="driving lengths (100,3000)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, the cores)")
+    parser.add_argument("--default_allocator", action="store_true",
+                        help="leave glibc's malloc as it is (by default it keeps freed memory, as demo.py sets it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK}")
+    parser.add_argument("--out", help="write the JSON here too")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, int_list(value) if isinstance(value, str) and "," in value else value)
+        args.workers, args.loader_batches = [0], 2
+    args.config, args.memory_config = repository_path(args.config), repository_path(args.memory_config)
+    args.parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}: use any of {', '.join(PARTS)}")
+    return args
+
+
+def run(args):
+    """The benchmark's results as a dict (see the module docstring)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        return run_parts(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_parts(args):
+    args.allocator = "default" if args.default_allocator else "glibc keeps freed memory" if keep_freed_memory() \
+        else "default (not glibc)"
+    results = {"config": os.path.relpath(args.config, ROOT), "size": args.size, "checkpoint": args.checkpoint,
+               "machine": dict(machine(torch.get_num_threads()), allocator=args.allocator)}
+    if "inference" in args.parts:
+        results["inference"] = inference_benchmark(args, results["machine"]["matmul_gflops"])
+    if "training" in args.parts:
+        results["training"] = training_benchmark(args)
+    if "loader" in args.parts:
+        results["loader"] = loader_benchmark(args, results.get("training"))
+    if "memory" in args.parts:
+        results["memory"] = memory_benchmark(args)
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run(args)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
