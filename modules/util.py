@@ -30,12 +30,15 @@ def make_coordinate_grid(spatial_size, dtype=torch.float32, device=None):
 def inverse(matrices):
     """Inverse of each (..., n, n) matrix, without waiting for the device.
 
-    On the CPU this is ``torch.inverse`` (LAPACK, what the published weights were trained with; it raises for a
-    singular matrix). Elsewhere ``torch.linalg.inv_ex`` with no error check: ``torch.inverse`` would copy its
+    On the CPU this is LAPACK's inverse (what the published weights were trained with), with the pseudo-inverse
+    for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check: ``torch.inverse`` would copy its
     error flags to the host and so stall the GPU on every call; a singular matrix gives non-finite entries instead.
     """
     if matrices.device.type == "cpu":
-        return torch.inverse(matrices)
+        result, info = torch.linalg.inv_ex(matrices)  # the same LAPACK inverse, with its status per matrix
+        if bool(info.any()):  # a degenerate region (say, from a poorly trained AVD network): no crash
+            result = torch.where((info != 0)[..., None, None], torch.linalg.pinv(matrices), result)
+        return result
     return torch.linalg.inv_ex(matrices).inverse
 
 

@@ -175,3 +175,13 @@ def test_geometry_stays_float32_under_bf16_autocast(variant):
     assert torch.allclose(mixed[0]["shift"], reference[0]["shift"], atol=0.05)
     assert torch.allclose(mixed[1]["optical_flow"], reference[1]["optical_flow"], atol=0.1)
     assert torch.isfinite(mixed[1]["prediction"]).all()
+
+
+def test_singular_region_shapes_do_not_crash():
+    """A degenerate region (zero-area shape, as a barely trained AVD network can output) falls back to the
+    pseudo-inverse instead of failing the whole animation."""
+    from modules.util import inverse
+    matrices = torch.tensor([[[1.0, 2.0], [2.0, 4.0]], [[2.0, 0.0], [0.0, 0.5]]])
+    result = inverse(matrices)
+    assert torch.allclose(result[1], torch.tensor([[0.5, 0.0], [0.0, 2.0]]))
+    assert torch.allclose(result[0], torch.linalg.pinv(matrices[0])) and torch.isfinite(result).all()
