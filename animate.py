@@ -105,7 +105,8 @@ class Animator:
         source_image: (1, C, H, W) in [0, 1], on the models' device.
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
         optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference`` (same numbers
-            up to float rounding; channels-last where ``wants_channels_last`` says it helps). The region predictor
+            up to float rounding; channels-last and Winograd convolutions where ``wants_channels_last`` and
+            ``wants_winograd`` say they help). The region predictor
             is left as it is: its outputs feed inverses of nearly singular affines (AVD's especially), where a
             last-bit difference grows a thousandfold, and it costs a few percent of a frame.
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
@@ -191,9 +192,9 @@ class Animator:
 
 
 def default_batch_size(device):
-    """Driving frames per forward pass when none is given: 8 on a GPU; 1 on the CPU, where larger batches of
-    256x256 frames were measured slower (their activations no longer fit the caches)."""
-    return 8 if torch.device(device).type == "cuda" else 1
+    """Driving frames per forward pass when none is given: 8 on a GPU; 4 on the CPU, measured 5-7% faster per
+    256x256 frame than 1 (tools/benchmark.py; with glibc keeping freed memory, see ``device.configure``)."""
+    return 8 if torch.device(device).type == "cuda" else 4
 
 
 def batched(items, batch_size):

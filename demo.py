@@ -251,7 +251,7 @@ def parse_args(argv=None):
     parser.add_argument("--adapt_scale", action=argparse.BooleanOptionalAction, default=True,
                         help="relative mode: scale the driving motion by the size ratio of source and driving")
     parser.add_argument("--batch_size", type=int, default=None,
-                        help="driving frames per forward pass (default: 8 on a GPU, 1 on the CPU, where it is fastest)")
+                        help="driving frames per forward pass (default: 8 on a GPU, 4 on the CPU)")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                         help="fp32 (default), or bf16/fp16 autocast for GPUs (region geometry stays float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")

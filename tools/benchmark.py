@@ -12,7 +12,9 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   :func:`reference_make_animation`, our emulation of the reference demo loop (batch 1, the generator's encoder
   run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on the CPU), at the best of a few batch
   sizes, both in this process (the allocator set alike for both); FLOPs per frame counted by
-  ``torch.utils.flop_counter``; achieved GFLOP/s against the machine's.
+  ``torch.utils.flop_counter`` (the multiply-adds of convolutions and matrix products, so Winograd's additions
+  are not counted); achieved GFLOP/s against the machine's; ``effective`` GFLOP/s: the reference's FLOPs per
+  frame over our time.
 - ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
   channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
   (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
@@ -233,6 +235,7 @@ def inference_benchmark(args, gflops_matmul):
         "reference_flops_per_frame": ref_flops, "reference_flops_per_video": ref_setup_flops,
         "gflops_per_second": round(flops / best / 1e9, 1),
         "reference_gflops_per_second": round(ref_flops / ref_best / 1e9, 1),
+        "effective_gflops_per_second": round(ref_flops / best / 1e9, 1),  # the reference's work, at our pace
         "matmul_ratio": round(flops / best / 1e9 / gflops_matmul, 3),
         "max_abs_difference": difference, "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_average": [load_before, load_average()],
