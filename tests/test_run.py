@@ -184,7 +184,7 @@ def test_two_processes_with_gloo(data_root, tmp_path):
     logs = tmp_path / "log"
     mp.spawn(_distributed_worker, args=(2, (_free_port(), _free_port()), str(config), str(logs), str(tmp_path)),
              nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name, params in ranks[0]["first_stage"].items():
         for a, b in zip(params, ranks[1]["first_stage"][name]):
             assert torch.equal(a, b), name
