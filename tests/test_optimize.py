@@ -146,3 +146,22 @@ def test_compiled_animator_matches():
     eager = Animator(source, models["generator"], models["region_predictor"], mode="standard")
     compiled = Animator(source, models["generator"], models["region_predictor"], mode="standard", compile="eager")
     assert (compiled(driving)["prediction"] - eager(driving)["prediction"]).abs().max() <= TOLERANCE
+
+
+def test_gpu_settings_chosen_by_construction():
+    """What the CPU can check of the GPU set-up: cuDNN benchmark mode, pinned loader memory, the formats."""
+    from device import configure
+    from modules.optimize import wants_channels_last, wants_winograd
+    from trainer import make_loader
+    previous = torch.backends.cudnn.benchmark
+    try:
+        configure(torch.device("cuda"))  # only sets flags: no GPU needed
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = previous
+    params = {"num_repeats": 1, "batch_size": 2, "dataloader_workers": 0}
+    items = [{"x": torch.zeros(1)}] * 4
+    assert make_loader(items, params, torch.device("cuda"), "train_params").pin_memory
+    assert not make_loader(items, params, torch.device("cpu"), "train_params").pin_memory
+    assert wants_channels_last("cpu") and not wants_channels_last("cuda") and wants_channels_last("cuda", "bf16")
+    assert wants_winograd("cpu") and not wants_winograd("cuda") and not wants_winograd("cpu", "bf16")
