@@ -17,7 +17,6 @@ JSON (and written to ``--out``).
 Python API (``from tools import eval_keypoints``): ``ridge_fit``, ``ridge_predict``, ``choose_alpha``,
 ``joint_error`` and ``evaluate_landmarks`` work on numpy arrays; ``evaluate_checkpoint`` runs the whole protocol.
 """
-import argparse
 import json
 import math
 import sys
@@ -32,21 +31,17 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
     sys.path.insert(0, str(REPO_ROOT))
 
 from animate import batched, frames_to_tensor  # noqa: E402
-from checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from config import ConfigError, load_config  # noqa: E402
-from demo import one_line  # noqa: E402
+from checkpoint import load_checkpoint  # noqa: E402
+from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
-from frames_dataset import VideoReadError, list_frames, read_image  # noqa: E402
+from frames_dataset import list_frames, read_image  # noqa: E402
 from modules.build import build_models  # noqa: E402
+from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
 
 # Ridge penalties tried, on the mean squared error per frame; the features are coordinates in [-1, 1].
 ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 HELD_OUT = 0.2  # fraction of the training videos that choose the penalty
 DEFAULT_MAX_TRAIN_FRAMES = 2400  # 12 frames of each of the 200 training videos of the default set
-
-
-class EvalError(RuntimeError):
-    """The evaluation cannot run; the message names the file and what is wrong with it."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,40 +234,18 @@ def evaluate_checkpoint(config_path, checkpoint_path, data="data/puppets", devic
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="model config, e.g. config/puppets64.yaml")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint with region_predictor weights")
-    parser.add_argument("--data", default="data/puppets", help="a set made by tools/make_puppets.py (default: "
-                                                               "data/puppets)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser = make_parser(__doc__, "checkpoint with region_predictor weights")
     parser.add_argument("--max-train-frames", type=int, default=DEFAULT_MAX_TRAIN_FRAMES,
                         help=f"training frames to fit on, spread over all videos (default: {DEFAULT_MAX_TRAIN_FRAMES})")
     parser.add_argument("--max-test-frames", type=int, default=None, help="test frames (default: all)")
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default: 64)")
-    parser.add_argument("--out", help="also write the JSON to this file")
-    args = parser.parse_args(argv)
-    for name in ("max_train_frames", "max_test_frames", "batch_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
-
+    return parse_with_out(parser, argv, ("max_train_frames", "max_test_frames", "batch_size"))
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        results = evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
-                                      args.max_train_frames, args.max_test_frames, args.batch_size)
-    except (EvalError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 1
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 0
-
+    return report(lambda: evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
+                                              args.max_train_frames, args.max_test_frames, args.batch_size),
+                  args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,9 +13,7 @@ truth than standard, which moves the source with the driving figure's own propor
 
 Prints a JSON of the per-pair and mean L1 of each mode (and writes it to ``--out``).
 """
-import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,16 +27,13 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
 
 from animate import ANIMATION_MODES, Animator, frames_to_tensor  # noqa: E402
 from checkpoint import CheckpointError  # noqa: E402
-from config import ConfigError, load_config  # noqa: E402
-from demo import load_checkpoints, one_line  # noqa: E402
+from config import load_config  # noqa: E402
+from demo import load_checkpoints  # noqa: E402
 from device import pick_device  # noqa: E402
-from frames_dataset import VideoReadError, read_video  # noqa: E402
+from frames_dataset import read_video  # noqa: E402
+from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
 
 BASELINE = "copy_source"
-
-
-class EvalError(RuntimeError):
-    """The evaluation cannot run; the message names the file and what is wrong with it."""
 
 
 def read_test_pairs(data):
@@ -127,42 +122,19 @@ def evaluate_checkpoint(config_path, checkpoint_path, data="data/puppets", devic
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="model config, e.g. config/puppets64.yaml")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint with an AVD network (second stage)")
-    parser.add_argument("--data", default="data/puppets", help="a set made by tools/make_puppets.py (default: "
-                                                               "data/puppets)")
+    parser = make_parser(__doc__, "checkpoint with an AVD network (second stage)")
     parser.add_argument("--modes", nargs="+", default=list(ANIMATION_MODES), choices=ANIMATION_MODES,
                         help=f"animation modes to measure (default: {' '.join(ANIMATION_MODES)})")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--max-pairs", type=int, default=None, help="only the first N pairs (default: all)")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each pair")
     parser.add_argument("--batch-size", type=int, default=16, help="driving frames per forward pass (default: 16)")
-    parser.add_argument("--out", help="also write the JSON to this file")
-    args = parser.parse_args(argv)
-    for name in ("max_pairs", "max_frames", "batch_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
-
+    return parse_with_out(parser, argv, ("max_pairs", "max_frames", "batch_size"))
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        results = evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
-                                      tuple(dict.fromkeys(args.modes)), args.max_pairs, args.max_frames,
-                                      args.batch_size)
-    except (EvalError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 1
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 0
-
+    return report(lambda: evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
+                                              tuple(dict.fromkeys(args.modes)), args.max_pairs, args.max_frames,
+                                              args.batch_size), args.out)
 
 if __name__ == "__main__":
     sys.exit(main())
