@@ -204,6 +204,7 @@ TRAIN = Section({
         "perceptual": _field(FLOAT_LIST),
         "equivariance_shift": _field(FLOAT, 0),
         "equivariance_affine": _field(FLOAT, 0),
+        "l1": _field(FLOAT, 0),  # a pixel L1 term; not in the published training (0)
     }),
 }, required=False)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from checkpoint import save_checkpoint
 from config import require_section
@@ -49,6 +50,8 @@ class ReconstructionModel(nn.Module):
         generated.update(source_region_params=source_params, driving_region_params=driving_params)
         losses = {"perceptual": perceptual_loss(self.vgg, self.pyramid, generated["prediction"], driving,
                                                 self.loss_weights["perceptual"])}
+        if self.loss_weights["l1"] != 0:
+            losses["l1"] = self.loss_weights["l1"] * F.l1_loss(generated["prediction"].float(), driving.float())
         if self.loss_weights["equivariance_shift"] != 0 or self.loss_weights["equivariance_affine"] != 0:
             with float32_geometry(source.device.type):
                 transformed_frame = transform.transform_frame(driving)  # (B, C, H, W)

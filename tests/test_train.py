@@ -84,6 +84,22 @@ def test_every_trained_parameter_gets_a_gradient(tiny):
     assert {"prediction", "transformed_frame", "transformed_region_params"} <= set(generated)
 
 
+def test_pixel_l1_term_is_weighted_and_off_by_default(tiny):
+    config, dataset = tiny
+    assert config["train_params"]["loss_weights"]["l1"] == 0  # the published training has no such term
+    torch.manual_seed(0)
+    networks = {k: v for k, v in build_models(config).items() if k != "avd_network"}
+    weights = {**config["train_params"]["loss_weights"], "l1": 100.0}
+    model = ReconstructionModel(**networks, vgg=Vgg19("random"),
+                                train_params={**config["train_params"], "loss_weights": weights},
+                                model_params=config["model_params"])
+    item = dataset[0]
+    source, driving = (torch.from_numpy(item[k])[None] for k in ("source", "driving"))
+    losses, generated = model(source, driving, RandomTransform(1, 0.05, 0.005, 5))
+    expected = 100.0 * (generated["prediction"] - driving).abs().mean()
+    torch.testing.assert_close(losses["l1"], expected)
+
+
 def test_avd_stage_needs_a_checkpoint(tiny, tmp_path):
     config, dataset = tiny
     with pytest.raises(TrainingError, match="needs --checkpoint"):

@@ -41,7 +41,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 JOINTS = ('head', 'neck', 'right_shoulder', 'right_elbow', 'right_wrist', 'left_shoulder', 'left_elbow',
           'left_wrist', 'right_hip', 'right_knee', 'right_ankle', 'left_hip', 'left_knee', 'left_ankle')
 # Joint angles of a pose and their limits in degrees. The torso's is its tilt from upright and the neck's the
@@ -108,7 +108,7 @@ def make_identity(seed, index):
         light = _colour(rng, (0.45, 1.0), (0.6, 1.0))
         dark = _colour(rng, (0.3, 1.0), (0.1, 0.45))
         colours.append((light, dark) if rng.uniform() < 0.5 else (dark, light))
-    patterns = [(PATTERNS[rng.integers(len(PATTERNS))], rng.uniform(0.05, 0.08), rng.uniform()) for _ in PARTS]
+    patterns = [(PATTERNS[rng.integers(len(PATTERNS))], rng.uniform(0.11, 0.17), rng.uniform()) for _ in PARTS]
     num_waves = 4
     angles = rng.uniform(0, np.pi, num_waves)
     waves = rng.uniform(1.5, 5.0, (num_waves, 1)) * np.stack([np.cos(angles), np.sin(angles)], 1)  # (G, 2)
