@@ -108,6 +108,8 @@ def make_identity(seed, index):
         light = _colour(rng, (0.45, 1.0), (0.6, 1.0))
         dark = _colour(rng, (0.3, 1.0), (0.1, 0.45))
         colours.append((light, dark) if rng.uniform() < 0.5 else (dark, light))
+    # Periods of 0.11-0.17 frame heights (7-11 px at 64x64): the 3-5 px stripes of version 1 were at the limit of
+    # the pixel grid, where half a pixel of misalignment costs as much L1 as not moving the part at all.
     patterns = [(PATTERNS[rng.integers(len(PATTERNS))], rng.uniform(0.11, 0.17), rng.uniform()) for _ in PARTS]
     num_waves = 4
     angles = rng.uniform(0, np.pi, num_waves)
