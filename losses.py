@@ -1,6 +1,7 @@
 """Training losses (METHOD.md §8; paper Sec. 3.5), kept apart from the networks.
 
 - :func:`perceptual_loss`: L1 between VGG-19 features of image pyramids of the prediction and the driving frame.
+- :func:`pixel_l1_loss`: an optional L1 on the pixels themselves (not in the published training).
 - :class:`RandomTransform` and :func:`equivariance_losses`: region centres and affines must follow a random
   affine + thin-plate-spline warp of the driving frame.
 - :func:`avd_losses`: the AVD network's reconstruction of the unscaled driving regions.
@@ -195,6 +196,11 @@ def perceptual_loss(vgg, pyramid, prediction, driving, weights):
             if w != 0:  # l1_loss is autocast to float32
                 total = total + w * F.l1_loss(features, target)
     return total
+
+
+def pixel_l1_loss(prediction, driving, weight):
+    """weight · mean|prediction − driving| over (B, C, H, W), in float32."""
+    return weight * F.l1_loss(prediction.float(), driving.float())
 
 
 class RandomTransform:

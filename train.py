@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from checkpoint import save_checkpoint
 from config import require_section
 from logger import Logger
-from losses import ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss
+from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss,
+                    pixel_l1_loss)
 from modules.optimize import optimize_for_training, wants_channels_last
 from modules.util import as_float32, float32_geometry
 from trainer import (MixedPrecision, adam, barrier, checkpoint_name, distribute, make_loader, make_scheduler,
@@ -51,7 +51,7 @@ class ReconstructionModel(nn.Module):
         losses = {"perceptual": perceptual_loss(self.vgg, self.pyramid, generated["prediction"], driving,
                                                 self.loss_weights["perceptual"])}
         if self.loss_weights["l1"] != 0:
-            losses["l1"] = self.loss_weights["l1"] * F.l1_loss(generated["prediction"].float(), driving.float())
+            losses["l1"] = pixel_l1_loss(generated["prediction"], driving, self.loss_weights["l1"])
         if self.loss_weights["equivariance_shift"] != 0 or self.loss_weights["equivariance_affine"] != 0:
             with float32_geometry(source.device.type):
                 transformed_frame = transform.transform_frame(driving)  # (B, C, H, W)
