@@ -145,22 +145,31 @@ def resume(checkpoint_path, networks, optimizer, scheduler, stage, base_lr, conf
     """Load a checkpoint into ``networks``, the ``optimizer_<stage>`` and the ``scheduler_<stage>``.
 
     Returns (the first epoch to train, the checkpoint dict). The first epoch is the one after the checkpoint's
-    ``epoch_<stage>`` (0 when the checkpoint has none, e.g. a first-stage checkpoint for the AVD stage). Files
-    without a scheduler state (the published ones) get the learning rate the milestones give at that epoch.
+    ``epoch_<stage>`` (0 when the checkpoint has none, e.g. a first-stage checkpoint for the AVD stage). The
+    learning rate is the one the config's ``lr`` and ``epoch_milestones`` give at that epoch, so a run resumed
+    with a longer schedule follows the new one (files without a scheduler state, the published ones, too).
     Networks named in ``optional`` keep their weights when the file lacks them.
     """
     checkpoint = load_checkpoint(checkpoint_path, networks, {f"optimizer_{stage}": optimizer},
                                  config_name=config_name, map_location=device, optional=optional)
     first_epoch = checkpoint[f"epoch_{stage}"] + 1 if f"epoch_{stage}" in checkpoint else 0
+    config_milestones = scheduler.milestones.copy()
+    milestones = sorted(config_milestones.elements())
     if f"scheduler_{stage}" in checkpoint:
-        scheduler.load_state_dict(checkpoint[f"scheduler_{stage}"])
-    else:
-        lr = base_lr * scheduler.gamma ** bisect.bisect_right(sorted(scheduler.milestones.elements()), first_epoch)
-        for group in optimizer.param_groups:
-            group["initial_lr"], group["lr"] = base_lr, lr
-        scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
-        scheduler.last_epoch = first_epoch
-        scheduler._last_lr = [lr] * len(optimizer.param_groups)
+        scheduler.load_state_dict(checkpoint[f"scheduler_{stage}"])  # step count and the like
+        saved = sorted(scheduler.milestones.elements())
+        if saved != milestones and rank_and_world()[0] == 0:
+            print(f"note: {checkpoint_path} was trained with epoch_milestones {saved}; "
+                  f"continuing with the config's {milestones}")
+        scheduler.milestones = config_milestones
+    # The config decides the schedule (a run extended with new milestones or lr follows it); the epoch comes
+    # from the checkpoint. For an unchanged config this is exactly the saved scheduler state.
+    lr = base_lr * scheduler.gamma ** bisect.bisect_right(milestones, first_epoch)
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = base_lr, lr
+    scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
+    scheduler.last_epoch = first_epoch
+    scheduler._last_lr = [lr] * len(optimizer.param_groups)
     return first_epoch, checkpoint
 
 

@@ -178,6 +178,28 @@ def test_resume_without_scheduler_state_follows_the_milestones(tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
 
 
+def test_resume_with_longer_schedule_follows_the_config(tmp_path, capsys):
+    """A run trained with milestones [3, 6] and extended to [8, 12] at epoch 4 keeps the full lr until 8."""
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    old = make_scheduler(optimizer, [3, 6])
+    for _ in range(5):  # epochs 0..4 done
+        optimizer.step()
+        old.step()
+    path = save_checkpoint(tmp_path / "run.pth", {"generator": net}, {"optimizer_reconstruction": optimizer},
+                           epoch_reconstruction=4, scheduler_reconstruction=old.state_dict())
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    scheduler = make_scheduler(optimizer, [8, 12])
+    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
+    assert "epoch_milestones [3, 6]" in capsys.readouterr().out
+    rates = []
+    for _ in range(first, 13):  # epochs 5..12
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-3] * 3 + [1e-4] * 4 + [1e-5])
+
+
 class _NaNDataset(torch.utils.data.Dataset):
     def __len__(self):
         return 4
