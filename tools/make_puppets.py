@@ -41,7 +41,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-VERSION = 2
+VERSION = 3
 JOINTS = ('head', 'neck', 'right_shoulder', 'right_elbow', 'right_wrist', 'left_shoulder', 'left_elbow',
           'left_wrist', 'right_hip', 'right_knee', 'right_ankle', 'left_hip', 'left_knee', 'left_ankle')
 # Joint angles of a pose and their limits in degrees. The torso's is its tilt from upright and the neck's the
@@ -95,10 +95,10 @@ def _colour(rng, saturation, value):
 def make_identity(seed, index):
     """The identity number ``index`` of the set made with ``seed`` (deterministic)."""
     rng = np.random.default_rng([seed, 0, index])
-    scale = rng.uniform(0.92, 1.02)
+    scale = rng.uniform(0.85, 1.05)
     base = dict(torso=0.27, neck=0.015, head_radius=0.075, upper_arm=0.15, lower_arm=0.14, upper_leg=0.2,
                 lower_leg=0.19, shoulder=0.075, hip=0.05)
-    lengths = {key: value * scale * rng.uniform(0.9, 1.1) for key, value in base.items()}
+    lengths = {key: value * scale * rng.uniform(0.8, 1.2) for key, value in base.items()}
     base_widths = dict(torso=0.2, upper_arm=0.075, lower_arm=0.07, upper_leg=0.09, lower_leg=0.08)
     widths = {key: max(MIN_LIMB_WIDTH, value * rng.uniform(0.9, 1.2)) for key, value in base_widths.items()}
     part_widths = {name: widths[name.split('_', 1)[-1]] for name, _, _ in PARTS if name not in ('torso', 'head')}
