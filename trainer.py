@@ -162,8 +162,6 @@ def resume(checkpoint_path, networks, optimizer, scheduler, stage, base_lr, conf
             print(f"note: {checkpoint_path} was trained with epoch_milestones {saved}; "
                   f"continuing with the config's {milestones}")
         scheduler.milestones = config_milestones
-    # The config decides the schedule (a run extended with new milestones or lr follows it); the epoch comes
-    # from the checkpoint. For an unchanged config this is exactly the saved scheduler state.
     lr = base_lr * scheduler.gamma ** bisect.bisect_right(milestones, first_epoch)
     for group in optimizer.param_groups:
         group["initial_lr"], group["lr"] = base_lr, lr
