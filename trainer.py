@@ -7,6 +7,7 @@ Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so
 pairs, augmentations and random warps as one that never stopped.
 """
 import bisect
+import itertools
 import random
 import signal
 import threading
@@ -268,8 +269,17 @@ def run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_check
     """
     started = time.time()
     bar = tqdm(loader, desc=f"{desc} {epoch}", disable=rank_and_world()[0] != 0, dynamic_ncols=True, leave=False)
-    interrupted_at = None
-    for iteration, batch in enumerate(bar):
+    interrupted_at, batch, out, batches = None, None, None, iter(bar)
+    for iteration in itertools.count():
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
+            if not stop.requested:
+                raise
+            interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
+            break
         try:
             losses, out = forward(batch)
         except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
