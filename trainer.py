@@ -7,6 +7,7 @@ Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so
 pairs, augmentations and random warps as one that never stopped.
 """
 import bisect
+import itertools
 import random
 import signal
 import threading
@@ -162,8 +163,6 @@ def resume(checkpoint_path, networks, optimizer, scheduler, stage, base_lr, conf
             print(f"note: {checkpoint_path} was trained with epoch_milestones {saved}; "
                   f"continuing with the config's {milestones}")
         scheduler.milestones = config_milestones
-    # The config decides the schedule (a run extended with new milestones or lr follows it); the epoch comes
-    # from the checkpoint. For an unchanged config this is exactly the saved scheduler state.
     lr = base_lr * scheduler.gamma ** bisect.bisect_right(milestones, first_epoch)
     for group in optimizer.param_groups:
         group["initial_lr"], group["lr"] = base_lr, lr
@@ -270,8 +269,17 @@ def run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_check
     """
     started = time.time()
     bar = tqdm(loader, desc=f"{desc} {epoch}", disable=rank_and_world()[0] != 0, dynamic_ncols=True, leave=False)
-    interrupted_at = None
-    for iteration, batch in enumerate(bar):
+    interrupted_at, batch, out, batches = None, None, None, iter(bar)
+    for iteration in itertools.count():
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
+            if not stop.requested:
+                raise
+            interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
+            break
         try:
             losses, out = forward(batch)
         except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
