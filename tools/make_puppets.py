@@ -96,8 +96,8 @@ def make_identity(seed, index):
     """The identity number ``index`` of the set made with ``seed`` (deterministic)."""
     rng = np.random.default_rng([seed, 0, index])
     # Proportions spread widely (version 3; version 2 had ±10% and 0.92-1.02): two test identities' limbs differ
-    # by 14% on average, enough that moving a source with another figure's regions (standard mode) visibly
-    # breaks its shape, which is what the transfer evaluation measures.
+    # by 14% on average, so that moving a source with another figure's regions (standard mode) gives it the wrong
+    # proportions, which is what the transfer evaluation measures.
     scale = rng.uniform(0.85, 1.05)
     base = dict(torso=0.27, neck=0.015, head_radius=0.075, upper_arm=0.15, lower_arm=0.14, upper_leg=0.2,
                 lower_leg=0.19, shoulder=0.075, hip=0.05)
