@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from animate import Animator, VideoWriter, animate, batched, frames_to_tensor, region_layout, tensor_to_uint8
+from animate import Animator, animate, batched, frames_to_tensor, make_animation, region_layout, tensor_to_uint8
 from checkpoint import CheckpointError, load_checkpoint
 from config import load_config
-from demo import load_checkpoints, make_animation
+from demo import load_checkpoints
+from media import VideoWriter
 from eval_media import (count_frames, parity_arrays, parity_paths, video_fps, write_dataset, write_eval_config,
                         write_video)
 from frames_dataset import FramesDataset

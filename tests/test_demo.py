@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import demo
+from media import has_audio
 from conftest import REPO_ROOT
 from eval_media import (add_sound, count_frames, driving_frames, parity_paths, source_image, video_fps,
                         write_eval_config, write_sound_only, write_video)
@@ -76,7 +77,7 @@ def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "frame/s" in completed.stderr  # the progress bar
     result = media["result_video"]
-    assert demo.has_audio(result) and not demo.has_audio(media["driving_video"])
+    assert has_audio(result) and not has_audio(media["driving_video"])
     assert count_frames(result) == NUM_FRAMES and video_fps(result) == pytest.approx(FPS)
     assert not list(tmp_path.glob("tmp*")), "the silent intermediate video was left behind"
 
@@ -84,7 +85,7 @@ def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
 def test_audio_on_a_silent_video_gives_a_silent_result(media, capsys):
     code, lines = run(capsys, media, "--audio")
     assert code == 0 and any("has no sound track" in line for line in lines)
-    assert count_frames(media["result_video"]) == NUM_FRAMES and not demo.has_audio(media["result_video"])
+    assert count_frames(media["result_video"]) == NUM_FRAMES and not has_audio(media["result_video"])
 
 
 def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, shared_dir, capsys):

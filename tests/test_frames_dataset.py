@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import frames_dataset
-from frames_dataset import (DatasetRepeater, FramesDataset, PairedDataset, SkippedVideoWarning, VideoReadError,
-                            iter_video_frames, read_video, video_info)
+from frames_dataset import DatasetRepeater, FramesDataset, PairedDataset, SkippedVideoWarning
+from media import VideoReadError, iter_video_frames, read_video, video_info
 
 
 def make_frames(num_frames=5, height=32, width=48, seed=0):
@@ -114,7 +114,7 @@ def test_streaming_matches_whole_read(tmp_path):
 
 def test_real_video_streams_with_its_metadata(realworld_dir):
     info = video_info(realworld_dir / 'driving.mp4')
-    assert info == (133, 10.0, 384, 384)
+    assert info[:4] == (133, 10.0, 384, 384) and info.duration == pytest.approx(13.3) and not info.audio
     stream = iter_video_frames(realworld_dir / 'driving.mp4', frame_shape=[64, 64, 3])
     head = [next(stream) for _ in range(3)]
     stream.close()
@@ -320,9 +320,8 @@ def test_all_training_videos_corrupt_is_an_error(tmp_path):
     (tmp_path / 'train').mkdir()
     (tmp_path / 'test').mkdir()
     (tmp_path / 'train' / 'x.mp4').write_bytes(b'corrupt' * 100)
-    dataset = FramesDataset(tmp_path)
-    with pytest.warns(SkippedVideoWarning, match='x.mp4'), pytest.raises(RuntimeError, match='none of the 1 training'):
-        dataset[0]
+    with pytest.warns(SkippedVideoWarning, match='x.mp4'), pytest.raises(VideoReadError, match='none of the 1 training'):
+        FramesDataset(tmp_path)  # when the dataset is made, not later in a loader worker
 
 
 def test_corrupt_test_video_raises_naming_it(tmp_path):

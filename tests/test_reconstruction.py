@@ -10,7 +10,8 @@ from torch import nn
 
 from config import load_config
 from eval_media import count_frames, parity_paths, write_dataset, write_eval_config
-from frames_dataset import FramesDataset, read_video
+from frames_dataset import FramesDataset
+from media import read_video
 from modules.build import build_models
 from reconstruction import frame_metrics, reconstruct, reconstruction, summarise
 
