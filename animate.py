@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from config import require_section
 from frames_dataset import PairedDataset
+from errors import signals_as_interrupts
 from inference import load_into
 from media import VideoWriter, iter_video_frames, staged_folder, strip_extension, write_image
 from modules.optimize import optimize_for_inference, wants_channels_last, wants_winograd
@@ -330,7 +331,7 @@ def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_siz
     visualizer = Visualizer(**config.get("visualizer_params", {}))
     batch_size = batch_size or default_batch_size(device)
     out_dir = Path(log_dir) / "animation"
-    with staged_folder(out_dir) as staging:
+    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
         for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
             source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
             animator = Animator(source, networks["generator"], networks["region_predictor"],

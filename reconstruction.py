@@ -18,6 +18,7 @@ from tqdm import tqdm
 from animate import DEFAULT_FPS, batched, default_batch_size, expand_batch, frames_to_tensor, tensor_to_uint8
 from config import require_section
 from frames_dataset import FrameSizeError
+from errors import signals_as_interrupts
 from inference import load_into
 from media import VideoReadError, VideoWriter, staged_folder, strip_extension, write_image
 from visualizer import Visualizer
@@ -134,7 +135,7 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
         num_videos = len(dataset)
     out_dir = Path(log_dir) / "reconstruction"
     videos, skipped = {}, {}
-    with staged_folder(out_dir) as staging:
+    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
         for index in tqdm(range(num_videos), desc="reconstruction", unit="video"):
             name, frames = test_video_frames(dataset, index)
             stem = strip_extension(name)
