@@ -301,8 +301,12 @@ def _decode_rate(header):
 
 
 def _output_params(header):
+    """ffmpeg output options of the decoder: a variable rate resampled to its average, for the stated duration
+    (resampling alone would hold the last frame for a whole extra period of the slowest part)."""
     rate = _decode_rate(header)
-    return ['-r', f'{rate:g}'] if rate else []
+    if not rate:
+        return []
+    return ['-r', f'{rate:g}'] + (['-t', f"{header['duration']:.3f}"] if header['duration'] else [])
 
 
 def _decode_file(path):
