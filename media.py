@@ -256,27 +256,22 @@ def _is_gif(path):
 
 
 def _ffmpeg_header(path):
-    """What ``ffmpeg -i`` says of a media file: {'duration', 'fps', 'tbr', 'height', 'width', 'audio', 'video'}."""
+    """What ``ffmpeg -i`` says of a media file: {'duration', 'fps', 'tbr', 'audio', 'video', 'log'}."""
     result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-hide_banner', '-i', str(path)],
                             capture_output=True, text=True, errors='replace')
     text = result.stderr
     header = {'audio': re.search(r'Stream #\S+.*: Audio:', text) is not None, 'duration': None, 'fps': None,
-              'tbr': None, 'height': None, 'width': None, 'log': text}
+              'tbr': None, 'log': text}
     video = re.search(r'Stream #\S+.*: Video:(.*)', text)
     header['video'] = video is not None
     duration = re.search(r'Duration: (\d+):(\d+):(\d+(?:\.\d+)?)', text)
     if duration:
         hours, minutes, seconds = duration.groups()
         header['duration'] = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    if video:
-        line = video.group(1)
-        for key in ('fps', 'tbr'):
-            match = re.search(rf'([\d.]+)(k?) {key}\b', line)
-            if match:
-                header[key] = float(match.group(1)) * (1000 if match.group(2) else 1)
-        size = re.search(r'[ ,](\d{1,5})x(\d{1,5})\b', line)
-        if size:
-            header['width'], header['height'] = int(size.group(1)), int(size.group(2))
+    for key in ('fps', 'tbr'):
+        match = re.search(rf'([\d.]+)(k?) {key}\b', video.group(1)) if video else None
+        if match:
+            header[key] = float(match.group(1)) * (1000 if match.group(2) else 1)
     return header
 
 
@@ -290,12 +285,12 @@ def _is_video(path):
 def _decode_rate(header):
     """The constant rate to decode a video at: None (ffmpeg's own) unless the frame rate varies.
 
-    ffmpeg states a variable rate's average as 'fps' and its finest time step as 'tbr'; decoding at the finest
-    step would repeat frames and writing them at the average would stretch the video. Decoding at the average
-    keeps its duration.
+    ffmpeg states a variable rate's average as 'fps' and its finest time step as 'tbr', and decodes at the finest
+    step, repeating frames: written at the average, they would stretch the video. Decoding at the average keeps
+    its duration. (A constant rate is stated twice alike, '29.97 fps, 29.97 tbr'.)
     """
     fps, tbr = header['fps'], header['tbr']
-    if fps and tbr and abs(fps - tbr) > 0.01 * tbr:
+    if fps and tbr and abs(fps - tbr) > 1e-3 * tbr:
         return fps
     return None
 
