@@ -1,4 +1,5 @@
-"""Animation (METHOD.md §7): the animation modes, the batched animation of one source, and ``--mode animate``."""
+"""Animation (METHOD.md §7): the animation modes, the batched animation of one source (``Animator``, and the
+reference's ``make_animation``), a driving video streamed from disk (the demo's), and ``--mode animate``."""
 import contextlib
 from pathlib import Path
 
@@ -248,7 +249,7 @@ def read_frame(path, img_shape, index, device):
     for t, frame in enumerate(iter_video_frames(path, img_shape)):
         if t == index:
             return frames_to_tensor([frame], device)
-    raise ValueError(f"{path}: --best_frame {index} is past its last frame")
+    raise ValueError(f"{path} has no frame {index}: it ends before it")
 
 
 def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=None, progress=False):
