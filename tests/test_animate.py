@@ -178,6 +178,7 @@ def test_animate_mode_follows_the_pairs_list(tmp_path, shared_dir):
     assert [path.name for path in (out_dir / "png").iterdir()] == ["vid0-vid2.png"]
 
 
+@pytest.mark.filterwarnings("ignore:.*name videos that are not in the test set")
 @pytest.mark.parametrize("rows,words", [("source,driving\nnope,also_nope\n", "no pair"),
                                         ("driving\nvid0\n", "needs 'source' and 'driving' columns")])
 def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words, tmp_path, shared_dir, capsys):
