@@ -505,9 +505,9 @@ def probe_error(path):
 # Writing: atomic files and folders
 
 
-def _temporary_name(path, tag='part'):
-    """A hidden name beside ``path`` that says whose process made it: .<name>.<pid>.<random>.<tag><suffix>."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{tag}{path.suffix}")
+def _temporary_name(path):
+    """A hidden name beside ``path`` that says whose process made it: .<name>.<pid>.<random>.part<suffix>."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part{path.suffix}")
 
 
 def _alive(pid):
@@ -526,7 +526,7 @@ def clean_stale_temporaries(path):
     if not path.parent.is_dir():
         return []
     removed = []
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.(part|old)")
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.part")
     for entry in path.parent.iterdir():
         match = pattern.match(entry.name)
         if match and not _alive(int(match.group(1))):
