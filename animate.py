@@ -1,18 +1,18 @@
-"""Animation (METHOD.md §7): the animation modes, the batched animation of one source, and ``--mode animate``."""
+"""Animation (METHOD.md §7): the animation modes, the batched animation of one source (``Animator``, and the
+reference's ``make_animation``), a driving video streamed from disk (the demo's), and ``--mode animate``."""
 import contextlib
-import os
 from pathlib import Path
 
-import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, load_checkpoint
 from config import require_section
-from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, PairedDataset
+from frames_dataset import PairedDataset
+from errors import signals_as_interrupts
+from inference import load_into
+from media import VideoWriter, iter_video_frames, staged_folder, strip_extension, write_image
 from modules.optimize import optimize_for_inference, wants_channels_last, wants_winograd
 from modules.util import as_float32, float32_geometry, inverse
 from visualizer import Visualizer
@@ -59,10 +59,7 @@ def get_animation_region_params(source_region_params, driving_region_params, dri
     if mode == "standard":
         return new_region_params
     if mode == "avd":
-        if avd_network is None:
-            raise ValueError("mode 'avd' needs an AVD network: the checkpoint has none (use relative or standard, "
-                             "or train one with --mode train_avd)")
-        return avd_network(source_region_params, driving_region_params)
+        return _require_avd(avd_network)(source_region_params, driving_region_params)
 
     if scale is None:
         scale = movement_scale(source_region_params, driving_region_params_initial) if adapt_movement_scale else 1.0
@@ -72,6 +69,13 @@ def get_animation_region_params(source_region_params, driving_region_params, dri
         affine_diff = driving_region_params["affine"] @ inverse(driving_region_params_initial["affine"])
         new_region_params["affine"] = affine_diff @ source_region_params["affine"]  # (B, K, 2, 2)
     return new_region_params
+
+
+def _require_avd(avd_network):
+    if avd_network is None:
+        raise ValueError("mode 'avd' needs an AVD network: the checkpoint has none (use relative or standard, "
+                         "or train one with --mode train_avd)")
+    return avd_network
 
 
 def expand_batch(params, B):
@@ -118,9 +122,8 @@ class Animator:
                  adapt_movement_scale=True, optimize=True, precision="fp32", compile=False):
         if mode not in ANIMATION_MODES:
             raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
-        if mode == "avd" and avd_network is None:
-            raise ValueError("mode 'avd' needs an AVD network: the checkpoint has none (use relative or standard, "
-                             "or train one with --mode train_avd)")
+        if mode == "avd":
+            _require_avd(avd_network)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         self.device_type, self.precision = source_image.device.type, precision
@@ -231,59 +234,64 @@ def tensor_to_uint8(images):
     return to_uint8(images).cpu().numpy()  # (B, H, W, C)
 
 
-# Containers the demo and the evaluation write, with the ffmpeg settings for each (H.264 unless a GIF).
-VIDEO_FORMATS = {".mp4": {}, ".mov": {}, ".mkv": {}, ".avi": {}, ".m4v": {},
-                 ".gif": {"codec": "gif", "pix_fmt_out": "pal8", "macro_block_size": 1}}
+# ----------------------------------------------------------------------------------------------------------
+# A driving video streamed from disk (the demo)
 
 
-class VideoWriter:
-    """Writes uint8 frames (H, W, 3) to a video file as they come, with the ffmpeg binary of imageio-ffmpeg.
+def frame_batches(path, img_shape, batch_size, device):
+    """Driving frames, decoded as they are needed: tensors (B, 3, H, W) on ``device``."""
+    for batch in batched(iter_video_frames(path, img_shape), batch_size):
+        yield frames_to_tensor(batch, device)
 
-    Memory does not grow with the video. H.264 frames need even sizes: an odd size is scaled up by one pixel.
+
+def read_frame(path, img_shape, index, device):
+    """Driving frame ``index`` as (1, 3, H, W), decoding no further than it."""
+    for t, frame in enumerate(iter_video_frames(path, img_shape)):
+        if t == index:
+            return frames_to_tensor([frame], device)
+    raise ValueError(f"{path} has no frame {index}: it ends before it")
+
+
+def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=None, progress=False):
+    """The driving frame whose region layout best matches the source's, by the model's own region predictor.
+
+    Returns (index, frame (1, 3, H, W)); one decoding pass, keeping only the best frame so far.
     """
+    best_index, best_distance, best_frame, start = 0, float("inf"), None, 0
+    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="finding the best frame") as bar:
+        for driving in frame_batches(path, img_shape, batch_size, device):
+            distance = animator.layout_distance(driving)  # (B,)
+            i = int(distance.argmin())
+            if float(distance[i]) < best_distance:
+                best_index, best_distance, best_frame = start + i, float(distance[i]), driving[i:i + 1].clone()
+            start += driving.shape[0]
+            bar.update(driving.shape[0])
+    return best_index, best_frame
 
-    def __init__(self, path, fps):
-        self.path, self.fps = Path(path), float(fps)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_FORMATS:
-            raise ValueError(f"{self.path}: cannot write a '{suffix}' video: use one of {', '.join(VIDEO_FORMATS)}")
-        self.options = {"macro_block_size": 2, **VIDEO_FORMATS[suffix]}
-        self.num_frames, self._ffmpeg = 0, None
 
-    def write(self, frames):
-        """Append frames: uint8 (H, W, 3) or (B, H, W, 3)."""
-        frames = np.asarray(frames)
-        frames = frames[None] if frames.ndim == 3 else frames  # (B, H, W, 3)
-        if self._ffmpeg is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _, H, W, _ = frames.shape
-            self._ffmpeg = imageio_ffmpeg.write_frames(str(self.path), (W, H), fps=self.fps,
-                                                       ffmpeg_log_level="error", **self.options)
-            self._ffmpeg.send(None)  # start the ffmpeg process
-        for frame in frames:
-            self._ffmpeg.send(np.ascontiguousarray(frame, dtype=np.uint8))
-        self.num_frames += len(frames)
+def animate_video(animator, driving_path, writer, img_shape, batch_size, num_frames=None, progress=True):
+    """Stream the driving video through ``animator`` into ``writer``; returns the number of frames.
 
-    def close(self):
-        if self._ffmpeg is not None:
-            self._ffmpeg.close()
-            self._ffmpeg = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
+    Each batch's frames are fetched from the device only after the next batch has been queued, so on a GPU the
+    host decodes and encodes while the device computes.
+    """
+    device = animator.source_image.device
+    pending = None  # the previous batch's frames, uint8 (B, H, W, 3) still on the device
+    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="animating") as bar:
+        for driving in frame_batches(driving_path, img_shape, batch_size, device):
+            prediction = to_uint8(animator(driving)["prediction"])  # (B, H, W, 3), queued
+            if pending is not None:
+                writer.write(pending.cpu().numpy())
+                bar.update(len(pending))
+            pending = prediction
+        if pending is not None:
+            writer.write(pending.cpu().numpy())
+            bar.update(len(pending))
+    return writer.num_frames
 
 
 # ----------------------------------------------------------------------------------------------------------
 # --mode animate
-
-
-def video_stem(name):
-    """A test video's name without its file extension ('id#clip.mp4' -> 'id#clip'); folders keep their name."""
-    stem, extension = os.path.splitext(name)
-    return stem if extension.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS else name
 
 
 def video_frames_array(video):
@@ -307,38 +315,55 @@ def animate_pair(animator, driving_frames, writer, visualizer, batch_size, devic
     return np.concatenate(predictions)  # (T, H, W, 3)
 
 
-def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None):
+def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None, config_name="the config"):
     """``--mode animate``: each test pair's source video's first frame animated with the driving video.
 
     Pairs come from PairedDataset (``animate_params.num_pairs``; the dataset's ``pairs_list`` or seeded random
     pairs); the mode is ``animate_params.mode``. Writes, under ``<log_dir>/animation/``, a visualisation video
-    ``<driving>-<source><format>`` per pair and the generated frames side by side as ``png/<driving>-<source>.png``.
+    ``<driving>-<source><format>`` per pair and the generated frames side by side as ``png/<driving>-<source>.png``;
+    all of them once every pair is done, so a stopped run leaves earlier outputs as they were.
     """
-    params = require_section(config, "animate_params")
+    params = require_section(config, "animate_params", config_name)
     mode = params["mode"]
-    networks = {name: models[name] for name in ("generator", "region_predictor", "avd_network")}
-    if mode != "avd":
-        networks.pop("avd_network")
-    checkpoint = load_checkpoint(checkpoint_path, networks, map_location=device, optional=("avd_network",))
-    if mode == "avd" and "avd_network" not in checkpoint:
-        raise CheckpointError(f"{checkpoint_path}: checkpoint has no avd_network, which animate_params.mode 'avd' "
-                              "needs: set animate_params.mode to relative or standard, or train AVD first "
-                              "(--mode train_avd)")
-    for model in networks.values():
-        model.to(device).eval()
-    out_dir = Path(log_dir) / "animation"
-    (out_dir / "png").mkdir(parents=True, exist_ok=True)
-    visualizer = Visualizer(**config.get("visualizer_params", {}))
+    names = ("generator", "region_predictor") + (("avd_network",) if mode == "avd" else ())
+    networks = load_into(models, checkpoint_path, names, device, config_name, avd_needed_by="animate_params.mode "
+                         "'avd'", instead="set animate_params.mode to relative or standard")
     pairs = PairedDataset(dataset, number_of_pairs=params["num_pairs"])
+    visualizer = Visualizer(**config.get("visualizer_params", {}))
     batch_size = batch_size or default_batch_size(device)
-    for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
-        source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
-        animator = Animator(source, networks["generator"], networks["region_predictor"],
-                            networks.get("avd_network"), mode=mode)
-        name = f"{video_stem(item['driving_name'])}-{video_stem(item['source_name'])}"
-        with VideoWriter(out_dir / (name + params["format"]), fps=DEFAULT_FPS) as writer:
-            frames = animate_pair(animator, video_frames_array(item["driving_video"]), writer, visualizer,
-                                  batch_size, device)  # (T, H, W, 3)
-        iio.imwrite(out_dir / "png" / (name + ".png"), np.concatenate(list(frames), axis=1))  # (H, T * W, 3)
+    out_dir = Path(log_dir) / "animation"
+    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
+        for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
+            source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
+            animator = Animator(source, networks["generator"], networks["region_predictor"],
+                                networks.get("avd_network"), mode=mode)
+            name = f"{strip_extension(item['driving_name'])}-{strip_extension(item['source_name'])}"
+            with VideoWriter(staging / (name + params["format"]), fps=DEFAULT_FPS) as writer:
+                frames = animate_pair(animator, video_frames_array(item["driving_video"]), writer, visualizer,
+                                      batch_size, device)  # (T, H, W, 3)
+            write_image(staging / "png" / (name + ".png"), np.concatenate(list(frames), axis=1))  # (H, T * W, 3)
     print(f"animated {len(pairs)} pairs ({mode}) into {out_dir}")
     return out_dir
+
+
+def make_animation(source_image, driving_video, generator, region_predictor, avd_network,
+                   animation_mode="standard", cpu=False, batch_size=None, adapt_movement_scale=True, initial_frame=0,
+                   precision="fp32", compile=False):
+    """The reference's API: animate ``source_image`` (H, W, 3) in [0, 1] with ``driving_video`` (a sequence of
+    (H, W, 3) frames); returns a list of (H, W, 3) float32 frames in [0, 1], one per driving frame.
+
+    Runs on the networks' device (``cpu`` is kept for the reference's signature). Relative motion is measured
+    from driving frame ``initial_frame``. ``batch_size``: driving frames per forward pass (default:
+    ``default_batch_size``); ``precision`` and ``compile``: see ``Animator``.
+    """
+    device = next(generator.parameters()).device
+    batch_size = batch_size or default_batch_size(device)
+    source = frames_to_tensor([source_image], device)  # (1, 3, H, W)
+    animator = Animator(source, generator, region_predictor, avd_network, mode=animation_mode,
+                        adapt_movement_scale=adapt_movement_scale, precision=precision, compile=compile)
+    animator.set_initial(frames_to_tensor([driving_video[initial_frame]], device))
+    predictions = []
+    for batch in batched(driving_video, batch_size):
+        prediction = animator(frames_to_tensor(batch, device))["prediction"]  # (B, 3, H, W)
+        predictions.extend(prediction.permute(0, 2, 3, 1).cpu().numpy())  # (H, W, 3) each
+    return predictions

@@ -318,3 +318,33 @@ def save_config(config, path):
     """Write a (resolved) config as YAML."""
     with open(path, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
+
+
+# TEMP (helper "media"): stand-ins for helper "config"'s versions, to be dropped at the merge.
+def _check_frame_shape_or_null(v):
+    return None if v is None else _list_of(_check_int)(v)
+
+
+DATASET["frame_shape"] = _field(Kind("a list of integers or null", _check_frame_shape_or_null), [256, 256, 3])
+MAX_FRAME_SIZE = 4096
+
+
+def check_frame_size(config, height, width, what):
+    """Raise ConfigError unless frames of height x width can go through the networks of ``config``."""
+    import math
+    params = config.get("model_params", config)
+    region, generator = params["region_predictor_params"], params["generator_params"]
+    flow = generator.get("pixelwise_flow_predictor_params", {})
+    stages = [(region.get("scale_factor", 1), region["num_blocks"]), (flow.get("scale_factor", 1),
+                                                                        flow.get("num_blocks", 0)),
+              (1, generator["num_down_blocks"])]
+    multiple = math.lcm(*(round(1 / scale) * 2 ** blocks for scale, blocks in stages))
+    fits = all(all(int(size * scale) >= 2 ** blocks and int(size * scale) % 2 ** blocks == 0
+                   for scale, blocks in stages) for size in (height, width))
+    if not fits:
+        raise ConfigError(f"{what}: frames of {height}x{width} cannot go through the networks (they halve the size "
+                          f"several times): height and width must be multiples of {multiple}, e.g. "
+                          f"{max(multiple, height // multiple * multiple)},{max(multiple, width // multiple * multiple)}")
+    if max(height, width) > MAX_FRAME_SIZE:
+        raise ConfigError(f"{what}: frames of {height}x{width} are larger than {MAX_FRAME_SIZE} pixels on a side, "
+                          f"which the networks' memory would not allow: use at most {MAX_FRAME_SIZE}")

@@ -5,35 +5,31 @@
         --driving_video talk.mp4 --result_video result.mp4 --mode relative --find_best_frame --audio
 
 The driving video is streamed: frames are decoded, animated in batches and encoded as they go, so memory does
-not grow with its length; the result keeps its frame rate and frame count. The Python API used by notebooks
-keeps the reference's signatures: ``load_checkpoints`` and ``make_animation``.
+not grow with its length; the result keeps its duration and frame count. The result is written to a temporary
+file and renamed at the end: Ctrl-C or SIGTERM leaves an earlier result as it was. The reference's Python API
+is kept: ``load_checkpoints`` and ``make_animation``.
 """
 import argparse
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import imageio.v3 as iio
-import imageio_ffmpeg
 import torch
 from tqdm import tqdm
 
-from animate import (ANIMATION_MODES, DEFAULT_FPS, PRECISIONS, Animator, VideoWriter, batched, default_batch_size,
-                     frames_to_tensor, to_uint8)
-from checkpoint import CheckpointError, load_checkpoint
-from config import ConfigError, load_config
-from device import configure, pick_device
-from frames_dataset import VIDEO_EXTENSIONS, VideoReadError, iter_video_frames, read_image, video_info
-from modules.build import build_models
+from animate import (ANIMATION_MODES, DEFAULT_FPS, PRECISIONS, Animator, animate_video, default_batch_size,
+                     find_best_frame, frames_to_tensor, make_animation, read_frame)  # noqa: F401 (the reference's API)
+from checkpoint import CheckpointError
+from config import ConfigError, check_frame_size, load_config
+from errors import Interrupted, one_line, signals_as_interrupts
+from inference import load_networks
+from media import (MediaError, VideoWriter, check_not_an_input, check_writable, ends_early, image_info, read_image,
+                   video_info)
 
 REPO_ROOT = Path(__file__).resolve().parent
 # The bundled example: what `python demo.py` runs with no arguments.
 BUNDLED = {"config": "config/puppets64.yaml", "checkpoint": "sup-mat/puppets64.pth",
            "source_image": "sup-mat/source.png", "driving_video": "sup-mat/driving.mp4"}
+AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
 
 
 class DemoError(RuntimeError):
@@ -44,70 +40,30 @@ def note(message):
     print(f"note: {message}", file=sys.stderr)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Python API (the reference's signatures)
-
-
 def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
-    """Networks for animation from a config and a checkpoint, in eval mode on the CPU (``cpu``), on ``device``
-    ('auto', 'cpu', 'cuda', 'cuda:N') or else on CUDA when present.
-
-    Returns (generator, region_predictor, avd_network); avd_network is None when the checkpoint has none.
-    """
-    device = configure(torch.device("cpu") if cpu else pick_device(device or "auto"))
-    models = build_models(load_config(config_path), device)
-    needed = {name: models[name] for name in ("generator", "region_predictor", "avd_network")}
-    checkpoint = load_checkpoint(checkpoint_path, needed, config_name=str(config_path), map_location=device,
-                                 optional=("avd_network",))  # standard and relative modes do without it
-    for model in needed.values():
-        model.eval()
-    avd_network = needed["avd_network"] if "avd_network" in checkpoint else None
-    return needed["generator"], needed["region_predictor"], avd_network
-
-
-def model_device(module):
-    return next(module.parameters()).device
-
-
-def make_animation(source_image, driving_video, generator, region_predictor, avd_network,
-                   animation_mode="standard", cpu=False, batch_size=None, adapt_movement_scale=True, initial_frame=0,
-                   precision="fp32", compile=False):
-    """Animate ``source_image`` (H, W, 3) in [0, 1] with ``driving_video`` (a sequence of (H, W, 3) frames).
-
-    Runs on the networks' device (``cpu`` is kept for the reference's signature; ``load_checkpoints`` decides
-    the device). Relative motion is measured from driving frame ``initial_frame``. ``batch_size``: driving
-    frames per forward pass (default: ``animate.default_batch_size``); ``precision`` and ``compile``: see
-    ``animate.Animator``. Returns a list of (H, W, 3) float32 frames in [0, 1], one per driving frame.
-    """
-    device = model_device(generator)
-    batch_size = batch_size or default_batch_size(device)
-    source = frames_to_tensor([source_image], device)  # (1, 3, H, W)
-    animator = Animator(source, generator, region_predictor, avd_network, mode=animation_mode,
-                        adapt_movement_scale=adapt_movement_scale, precision=precision, compile=compile)
-    animator.set_initial(frames_to_tensor([driving_video[initial_frame]], device))
-    predictions = []
-    for batch in batched(driving_video, batch_size):
-        prediction = animator(frames_to_tensor(batch, device))["prediction"]  # (B, 3, H, W)
-        predictions.extend(prediction.permute(0, 2, 3, 1).cpu().numpy())
-    return predictions
+    """The reference's API: (generator, region_predictor, avd_network) in eval mode on the CPU (``cpu``), on
+    ``device`` ('auto', 'cpu', 'cuda', 'cuda:N') or else on CUDA when present; avd_network is None when the
+    checkpoint has none."""
+    networks = load_networks(config_path, checkpoint_path, "cpu" if cpu else (device or "auto"))
+    return networks["generator"], networks["region_predictor"], networks.get("avd_network")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Streaming the driving video
+# Inputs, with a note for each thing changed to use them
 
 
 def read_source(path, img_shape):
-    """The source image as (H, W, 3) float32 at ``img_shape``, with a note for what was changed to get there."""
-    image = read_image(path, img_shape)  # raises VideoReadError naming the file
-    shape = iio.improps(path).shape  # (H, W), (H, W, channels), or (N, H, W, channels) for a multi-frame file
-    shape = shape[1:] if len(shape) == 4 else shape
-    height, width = shape[:2]
-    channels = shape[2] if len(shape) == 3 else 1
-    if channels in (2, 4):
+    """The source image as (H, W, 3) float32 at ``img_shape``; raises MediaError naming the file."""
+    image = read_image(path, img_shape)
+    info = image_info(path)
+    if info.alpha:
         note(f"{path} has an alpha channel; it was dropped (the image is used as RGB)")
-    if channels in (1, 2):
+    if info.grey:
         note(f"{path} is a grey-scale image; it was used as RGB")
-    _note_resize(path, "image", height, width, img_shape)
+    if min(info.height / img_shape[0], info.width / img_shape[1]) < 0.25:
+        note(f"{path} is only {info.height}x{info.width} pixels; it was enlarged to {img_shape[0]}x{img_shape[1]}, "
+             "so the result will be blurry: use a larger image")
+    _note_resize(path, "image", info.height, info.width, img_shape)
     return image
 
 
@@ -118,106 +74,18 @@ def _note_resize(path, what, height, width, img_shape):
 
 
 def open_driving(path, img_shape):
-    """The driving video's (num_frames, fps); raises DemoError or VideoReadError naming the file."""
-    if not os.path.exists(path):
+    """Probe the driving video: its VideoInfo, with the rate the result is written at as ``fps``."""
+    if not Path(path).exists():
         raise DemoError(f"{path}: driving video not found")
-    if os.path.isfile(path) and str(path).lower().endswith(VIDEO_EXTENSIONS) and os.path.getsize(path) > 0 \
-            and not has_stream(path, "Video") and has_stream(path, "Audio"):
-        raise DemoError(f"{path} contains no frames: it has a sound track and no video stream")
-    info = video_info(path, img_shape)
-    if not info.num_frames:
-        raise DemoError(f"{path} contains no frames")
+    info = video_info(path, img_shape)  # raises MediaError naming the file
     _note_resize(path, "video", info.height, info.width, img_shape)
-    fps = info.fps
-    if not fps:
+    if ends_early(info):
+        note(f"{path} ends early, at frame {info.num_frames} of the {info.expected_frames} its header promises "
+             f"(a truncated file?); the result has {info.num_frames} frames")
+    if not info.fps:
         note(f"{path} does not say its frame rate; the result uses {DEFAULT_FPS:g} fps")
-        fps = DEFAULT_FPS
-    return info.num_frames, fps
-
-
-def frame_batches(path, img_shape, batch_size, device):
-    """Driving frames, decoded as they are needed: tensors (B, 3, H, W) on ``device``."""
-    for batch in batched(iter_video_frames(path, img_shape), batch_size):
-        yield frames_to_tensor(batch, device)
-
-
-def read_frame(path, img_shape, index, device):
-    """Driving frame ``index`` as (1, 3, H, W), decoding no further than it."""
-    for t, frame in enumerate(iter_video_frames(path, img_shape)):
-        if t == index:
-            return frames_to_tensor([frame], device)
-    raise DemoError(f"{path}: --best_frame {index} is past its last frame")
-
-
-def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=None, progress=False):
-    """The driving frame whose region layout best matches the source's, by the model's own region predictor
-    (so it works for any kind of object).
-
-    Returns (index, frame (1, 3, H, W)); one decoding pass, keeping only the best frame so far.
-    """
-    best_index, best_distance, best_frame, start = 0, float("inf"), None, 0
-    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="finding the best frame") as bar:
-        for driving in frame_batches(path, img_shape, batch_size, device):
-            distance = animator.layout_distance(driving)  # (B,)
-            i = int(distance.argmin())
-            if float(distance[i]) < best_distance:
-                best_index, best_distance, best_frame = start + i, float(distance[i]), driving[i:i + 1].clone()
-            start += driving.shape[0]
-            bar.update(driving.shape[0])
-    return best_index, best_frame
-
-
-def animate_video(animator, driving_path, result_path, img_shape, fps, num_frames, batch_size, progress=True):
-    """Stream the driving video through ``animator`` into ``result_path``; returns the number of frames.
-
-    Each batch's frames are fetched from the device only after the next batch has been queued, so on a GPU the
-    host decodes and encodes while the device computes.
-    """
-    device = model_device(animator.generator)
-    pending = None  # the previous batch's frames, uint8 (B, H, W, 3) still on the device
-    with VideoWriter(result_path, fps) as writer, \
-            tqdm(total=num_frames, unit="frame", disable=not progress, desc="animating") as bar:
-        for driving in frame_batches(driving_path, img_shape, batch_size, device):
-            prediction = to_uint8(animator(driving)["prediction"])  # (B, H, W, 3), queued
-            if pending is not None:
-                writer.write(pending.cpu().numpy())
-                bar.update(len(pending))
-            pending = prediction
-        if pending is not None:
-            writer.write(pending.cpu().numpy())
-            bar.update(len(pending))
-    return writer.num_frames
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sound
-
-
-def has_stream(path, kind):
-    """Whether a media file has a stream of ``kind`` ('Audio' or 'Video'), as ffmpeg lists its streams."""
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    result = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return re.search(rf"Stream #\S+.*: {kind}:", result.stderr) is not None
-
-
-def has_audio(path):
-    return has_stream(path, "Audio")
-
-
-def add_audio(video_path, driving_path, result_path):
-    """Write ``result_path``: the frames of ``video_path`` (copied, not re-encoded) with the driving video's
-    first audio track (as AAC). Returns False, copying the video alone, when the driving video has none."""
-    if not has_audio(driving_path):
-        note(f"{driving_path} has no sound track; the result is silent")
-        shutil.copyfile(video_path, result_path)
-        return False
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(video_path), "-i", str(driving_path),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", str(result_path)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise DemoError(f"{result_path}: could not add the sound of {driving_path}: ffmpeg: {last}")
-    return True
+        info = info._replace(fps=DEFAULT_FPS)
+    return info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,9 +111,11 @@ def parse_args(argv=None):
     parser.add_argument("--result_video", default="result.mp4", help="output video (.mp4, .mov, .mkv, .avi, .gif)")
     parser.add_argument("--mode", default="avd", choices=ANIMATION_MODES,
                         help="standard: the driving regions as they are; relative: the driving motion applied to "
-                             "the source's regions; avd (the default, as the reference): animation via disentanglement (needs an AVD network)")
+                             "the source's regions; avd (the default, as the reference): animation via "
+                             "disentanglement (needs an AVD network)")
     parser.add_argument("--img_shape", type=img_shape_arg, default=None,
-                        help="H,W the model works at (default: the config's dataset_params.frame_shape, else 256,256)")
+                        help="H,W the model works at (default: the config's dataset_params.frame_shape; 384,384 "
+                             "as the authors' demo when it is null)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--adapt_scale", action=argparse.BooleanOptionalAction, default=True,
@@ -266,44 +136,52 @@ def parse_args(argv=None):
     parser.add_argument("--audio", action="store_true", help="copy the driving video's sound into the result")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
+    for name in ("batch_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     return args
 
 
 def resolve_inputs(args):
-    """Fill unset paths with the bundled example's; a missing bundled file is reported with all the others."""
+    """Fill unset paths with the bundled example's; check the inputs exist and the result can be written."""
     missing = []
     for key, bundled in BUNDLED.items():
         if getattr(args, key) is None:
-            path = REPO_ROOT / bundled
-            setattr(args, key, str(path))
-            if not path.exists():
-                missing.append(bundled)
+            setattr(args, key, str(REPO_ROOT / bundled))
+            missing += [] if (REPO_ROOT / bundled).exists() else [bundled]
     if missing:
         raise DemoError(f"the bundled example is incomplete: {', '.join(missing)} missing in {REPO_ROOT} (the "
                         f"bundled model is not published yet); pass --config, --checkpoint, --source_image and "
                         f"--driving_video")
     for key in ("config", "checkpoint", "source_image"):
-        if not os.path.exists(getattr(args, key)):
+        if not Path(getattr(args, key)).exists():
             raise DemoError(f"{getattr(args, key)}: {key.replace('_', ' ')} not found")
+    result = Path(args.result_video)
+    check_not_an_input(result, {key.replace("_", " "): getattr(args, key) for key in BUNDLED})
+    VideoWriter(result, DEFAULT_FPS, audio_from=args.driving_video if args.audio else None)  # a format it writes
+    check_writable(result)
     return args
 
 
-def check_result_path(result, audio):
-    """Refuse a result the demo cannot write before any work; make its folder."""
-    VideoWriter(result, DEFAULT_FPS)  # raises for a format it cannot write
-    if audio and result.suffix.lower() == ".gif":
-        raise DemoError(f"{result}: a GIF has no sound: write an .mp4, .mov or .mkv to use --audio")
-    result.parent.mkdir(parents=True, exist_ok=True)
+def choose_img_shape(args):
+    """--img_shape, else the config's frame_shape, else (null) the authors' 384,384; checked against the config."""
+    config = load_config(args.config)
+    img_shape, what = args.img_shape, f"--img_shape {','.join(map(str, args.img_shape or ()))}"
+    if img_shape is None:
+        frame_shape = config.get("dataset_params", {}).get("frame_shape", (256, 256))
+        img_shape, what = (tuple(frame_shape[:2]), f"{args.config}: dataset_params.frame_shape") if frame_shape \
+            else (AUTHORS_IMG_SHAPE, f"the default --img_shape {AUTHORS_IMG_SHAPE[0]},{AUTHORS_IMG_SHAPE[1]}")
+        if not frame_shape:
+            note(f"{args.config} has frame_shape null (frames at their stored size); the demo works at "
+                 f"{img_shape[0]}x{img_shape[1]}, as the authors' demo does: pass --img_shape to change it")
+    check_frame_size(config, *img_shape, f"{what} (for {args.config})")
+    return img_shape
 
 
 def choose_initial_frame(animator, args, img_shape, num_frames, batch_size):
     """Measure relative motion from --best_frame, from the frame --find_best_frame finds, or else (by default)
     from the first driving frame."""
-    device = model_device(animator.generator)
+    device = animator.source_image.device
     if args.find_best_frame:
         index, frame = find_best_frame(animator, args.driving_video, img_shape, batch_size, device, num_frames,
                                        progress=not args.quiet)
@@ -316,58 +194,44 @@ def choose_initial_frame(animator, args, img_shape, num_frames, batch_size):
         animator.set_initial(read_frame(args.driving_video, img_shape, args.best_frame, device))
 
 
-def write_result(animator, args, img_shape, fps, num_frames, batch_size):
-    """Animate the driving video into --result_video, with its sound when --audio."""
-    result = Path(args.result_video)
-    if not args.audio:
-        animate_video(animator, args.driving_video, result, img_shape, fps, num_frames, batch_size,
-                      progress=not args.quiet)
-        return
-    with tempfile.TemporaryDirectory(dir=result.resolve().parent) as folder:
-        silent = Path(folder) / ("silent" + result.suffix)
-        animate_video(animator, args.driving_video, silent, img_shape, fps, num_frames, batch_size,
-                      progress=not args.quiet)
-        add_audio(silent, args.driving_video, result)
-
-
 def demo(args):
     """Run the demo for parsed arguments; returns the result's path."""
     args = resolve_inputs(args)
-    check_result_path(Path(args.result_video), args.audio)
     if args.threads:
         torch.set_num_threads(args.threads)
-    img_shape = args.img_shape or tuple(load_config(args.config).get("dataset_params", {})
-                                        .get("frame_shape", (256, 256))[:2])
-    generator, region_predictor, avd_network = load_checkpoints(args.config, args.checkpoint, cpu=args.cpu,
-                                                                device=args.device)
-    if args.mode == "avd" and avd_network is None:
-        raise CheckpointError(f"{args.checkpoint}: checkpoint has no avd_network, which --mode avd needs: use "
-                              "--mode relative or standard")
-    device = model_device(generator)
+    img_shape = choose_img_shape(args)
+    networks = load_networks(args.config, args.checkpoint, "cpu" if args.cpu else args.device,
+                             avd_needed_by="--mode avd" if args.mode == "avd" else None)
+    device = next(networks["generator"].parameters()).device
     batch_size = args.batch_size or default_batch_size(device)
     source = frames_to_tensor([read_source(args.source_image, img_shape)], device)  # (1, 3, H, W)
-    num_frames, fps = open_driving(args.driving_video, img_shape)
-    animator = Animator(source, generator, region_predictor, avd_network, mode=args.mode,
-                        adapt_movement_scale=args.adapt_scale, precision=args.precision, compile=args.compile)
-    choose_initial_frame(animator, args, img_shape, num_frames, batch_size)
-    write_result(animator, args, img_shape, fps, num_frames, batch_size)
+    info = open_driving(args.driving_video, img_shape)
+    if args.audio and not info.audio:
+        note(f"{args.driving_video} has no sound track; the result is silent")
+    animator = Animator(source, networks["generator"], networks["region_predictor"], networks.get("avd_network"),
+                        mode=args.mode, adapt_movement_scale=args.adapt_scale, precision=args.precision,
+                        compile=args.compile)
+    choose_initial_frame(animator, args, img_shape, info.num_frames, batch_size)
+    with VideoWriter(args.result_video, info.fps, audio_from=args.driving_video if args.audio else None) as writer:
+        animate_video(animator, args.driving_video, writer, img_shape, batch_size, info.num_frames,
+                      progress=not args.quiet)
     return Path(args.result_video)
-
-
-def one_line(error):
-    """An error message on one line: 'header:' lines run into the next, other lines are joined by '; '."""
-    text = ""
-    for line in (line.strip() for line in str(error).splitlines() if line.strip()):
-        text += line if not text else (" " if text.endswith(":") else "; ") + line
-    return text
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        result = demo(args)
-    except (DemoError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
+        with signals_as_interrupts():
+            result = demo(args)
+    except Interrupted as stop:
+        print(f"interrupted by {stop.signal_name}: {args.result_video} was not written (an earlier file there is "
+              "kept)", file=sys.stderr)
+        return stop.exit_code
+    except (DemoError, ConfigError, CheckpointError, MediaError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a disk that fills up, a folder made read-only meanwhile
+        print(f"error: {error.filename or args.result_video}: {error.strerror or error}", file=sys.stderr)
         return 1
     print(f"wrote {result}", file=sys.stderr)
     return 0

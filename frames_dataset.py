@@ -1,261 +1,36 @@
-"""Reading videos, and the datasets that training and evaluation draw from (METHOD.md §9).
+"""The datasets that training and evaluation draw from (METHOD.md §9); reading the videos is ``media.py``'s.
 
-A *video* is any of:
-
-- a folder of frame images (png, jpg, ...), frames in natural name order (``2.png`` before ``10.png``);
-  the preferred format, since training then decodes only the two frames it needs;
-- a video file (.mp4, .gif, .mov, .avi, .webm, .mkv), decoded through imageio and its ffmpeg plug-in;
-- one image of frames stacked side by side (a "strip", as in the MGif dataset); its frame width is given by
-  ``frame_shape`` (scaled to the strip's height), or, without it, frames are taken to be square.
-
-Every reader returns float32 RGB in [0, 1] with frames as (H, W, 3): grayscale is repeated to three
-channels and an alpha channel is dropped. Frames are resized to ``frame_shape`` when it is given.
+A dataset root holds videos in any form ``media.py`` reads (frame folders, video files, strips). With a
+``frame_shape``, frames are resized to it; with ``frame_shape: null`` (the published configs), frames are used
+at their stored size, which the first video sets: a video of another size is a :class:`FrameSizeError` naming
+it and both sizes, since frames of different sizes cannot go through the networks in one batch.
 
 Symbols: T frames, H x W frame size, C = 3 channels.
 """
 import csv
 import math
 import os
-import re
 import warnings
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional
 
-import imageio.v3 as iio
 import numpy as np
-from skimage.transform import resize
 from torch.utils.data import Dataset
 
 from augmentation import AllAugmentationTransform
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-VIDEO_EXTENSIONS = ('.mp4', '.gif', '.mov', '.avi', '.webm', '.mkv', '.m4v')
-
-
-class VideoReadError(ValueError):
-    """A video (or frame) that cannot be read: the message names the path and what was wrong."""
+from media import (VideoReadError, check_frame_shape, is_media_name, iter_video_frames, list_frames, read_image,
+                   read_video, stored_frame_size, strip_extension)
 
 
 class SkippedVideoWarning(UserWarning):
     """A training video left out because it is unreadable, empty or shorter than two frames."""
 
 
-class VideoInfo(NamedTuple):
-    """What is known about a video without decoding all of it; ``None`` where the format does not say."""
-    num_frames: Optional[int]
-    fps: Optional[float]
-    height: int
-    width: int
+class FrameSizeError(VideoReadError):
+    """With ``frame_shape: null``, a video whose stored frames differ in size from the dataset's."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Single frames
-
-
-def _check_frame_shape(frame_shape):
-    """Normalise a config's ``frame_shape`` ([H, W] or [H, W, 3], list or tuple) to a tuple (H, W) or None."""
-    if frame_shape is None:
-        return None
-    shape = tuple(int(s) for s in frame_shape)
-    if len(shape) not in (2, 3) or min(shape[:2]) < 1 or (len(shape) == 3 and shape[2] != 3):
-        raise ValueError(f"frame_shape must be [H, W] or [H, W, 3] with positive H, W; got {list(frame_shape)}")
-    return shape[:2]
-
-
-def _to_rgb_float(frame, path):
-    """Any decoded image (H, W), (H, W, 1|2|3|4), integer or float, to float32 RGB in [0, 1], (H, W, 3)."""
-    frame = np.asarray(frame)
-    if frame.dtype == np.bool_:
-        frame = frame.astype(np.float32)
-    elif np.issubdtype(frame.dtype, np.integer):
-        frame = frame.astype(np.float32) / np.iinfo(frame.dtype).max
-    else:
-        frame = np.clip(frame.astype(np.float32), 0.0, 1.0)
-    if frame.ndim == 2:
-        frame = frame[:, :, None]
-    if frame.ndim != 3 or frame.shape[2] not in (1, 2, 3, 4):
-        raise VideoReadError(f"{path}: expected an image of shape (H, W) or (H, W, 1-4), found {frame.shape}")
-    # One channel (+ alpha) is gray; an alpha channel is dropped, as the reference does.
-    if frame.shape[2] <= 2:
-        return np.repeat(frame[:, :, :1], 3, axis=2)  # (H, W, 3)
-    return np.ascontiguousarray(frame[:, :, :3])  # (H, W, 3)
-
-
-def _resize(frame, frame_shape):
-    """Resize one (H, W, 3) frame to frame_shape (H', W'), bilinear with anti-aliasing; a no-op at that size."""
-    if frame_shape is None or frame.shape[:2] == tuple(frame_shape):
-        return frame
-    return resize(frame, frame_shape, order=1, anti_aliasing=True).astype(np.float32)  # (H', W', 3)
-
-
-def read_image(path, frame_shape=None):
-    """One image file as float32 RGB in [0, 1], (H, W, 3), resized to frame_shape when given."""
-    frame_shape = _check_frame_shape(frame_shape)
-    try:
-        frame = iio.imread(path, plugin='pillow')
-    except Exception as error:  # imageio raises many types for a missing, truncated or foreign file
-        raise VideoReadError(f"cannot read image {path}: {_brief(error)}") from error
-    if frame.ndim == 4:  # a multi-frame file (APNG, TIFF stack): its first frame is the image
-        frame = frame[0]
-    return _resize(_to_rgb_float(frame, path), frame_shape)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Videos
-
-
-def _natural_key(name):
-    """Sort key under which 'frame2.png' comes before 'frame10.png'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
-
-
-def list_frames(folder):
-    """The frame images of a frame folder, as full paths in natural name order (hidden files ignored)."""
-    names = [name for name in os.listdir(folder)
-             if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS)]
-    return [os.path.join(folder, name) for name in sorted(names, key=_natural_key)]
-
-
-def _video_kind(path):
-    """'folder', 'video' (a file decoded frame by frame) or 'strip' (one image of stacked frames)."""
-    if os.path.isdir(path):
-        return 'folder'
-    if not os.path.exists(path):
-        raise VideoReadError(f"{path} does not exist")
-    extension = os.path.splitext(path)[1].lower()
-    if extension in VIDEO_EXTENSIONS:
-        return 'video'
-    if extension in IMAGE_EXTENSIONS:
-        return 'strip'
-    raise VideoReadError(f"{path}: unsupported video format '{extension}'; expected a folder of frames, "
-                         f"a video file ({', '.join(VIDEO_EXTENSIONS)}) or a strip image "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
-
-
-def _plugin(path):
-    """The imageio plug-in for a video file: named, so that a bad file fails there, not in a chain of guesses."""
-    return 'pillow' if path.lower().endswith('.gif') else 'FFMPEG'
-
-
-def _split_strip(strip, frame_shape, path):
-    """Cut an (H, N*w, 3) strip into N frames (N, H, w, 3); w from frame_shape's aspect, else square frames."""
-    height, width = strip.shape[:2]
-    if frame_shape is None:
-        frame_width = height
-    else:
-        frame_width = height * frame_shape[1] / frame_shape[0]
-    if frame_width != int(frame_width) or width % int(frame_width) != 0:
-        expected = f"frames of shape {list(frame_shape)}" if frame_shape else "square frames (no frame_shape given)"
-        raise VideoReadError(f"{path}: a {height}x{width} image cannot be cut into {expected} stacked side by "
-                             f"side; pass the frame_shape the strip was made with")
-    frame_width = int(frame_width)
-    return strip.reshape(height, width // frame_width, frame_width, 3).transpose(1, 0, 2, 3)  # (N, H, w, 3)
-
-
-def iter_video_frames(path, frame_shape=None) -> Iterator[np.ndarray]:
-    """Yield the frames of a video one at a time, each float32 RGB in [0, 1], (H, W, 3).
-
-    Memory stays at one frame (plus the decoder's buffer) whatever the video's length, so the demo and the
-    evaluation can stream long videos. Raises VideoReadError, naming the path, for a missing, unreadable or
-    frameless video, or frames of different sizes with no frame_shape to resize them to.
-    """
-    frame_shape = _check_frame_shape(frame_shape)
-    path = os.fspath(path)
-    kind = _video_kind(path)
-    count, first_size = 0, None
-    if kind == 'folder':
-        frames = (read_image(frame_path) for frame_path in list_frames(path))
-    elif kind == 'strip':
-        frames = iter(_split_strip(read_image(path), frame_shape, path))
-    else:
-        frames = _decode(path)
-    for frame in frames:
-        frame = _resize(frame, frame_shape)
-        if first_size is None:
-            first_size = frame.shape
-        elif frame.shape != first_size:
-            raise VideoReadError(f"{path}: frame {count} is {frame.shape[:2]}, the first frame is "
-                                 f"{first_size[:2]}; pass frame_shape to resize them all")
-        count += 1
-        yield frame
-    if count == 0:
-        raise VideoReadError(f"{path} contains no frames")
-
-
-def _brief(error):
-    """An imageio/ffmpeg error in one line: its message and the last line of any ffmpeg log it carries."""
-    text = str(error)
-    if 'can not handle the given uri' in text:  # imageio's words for bytes the plug-in does not recognise
-        return "the file is corrupt, or not in a format it claims to be"
-    if '=== stderr ===' in text:
-        message, log = text.split('=== stderr ===', 1)
-        lines = [line.strip() for line in log.splitlines() if line.strip()]
-        text = message.strip() + (f" (ffmpeg: {lines[-1]})" if lines else '')
-    return text
-
-
-def _decode(path):
-    """Frames of a video file through imageio, converted to float RGB; decoder errors name the path."""
-    try:
-        for index, frame in enumerate(iio.imiter(path, plugin=_plugin(path))):
-            yield _to_rgb_float(frame, f"{path} frame {index}")
-    except VideoReadError:
-        raise
-    except Exception as error:  # ffmpeg and pillow raise OSError, ValueError, RuntimeError, ... on bad input
-        raise VideoReadError(f"cannot decode video {path}: {_brief(error)}") from error
-
-
-def read_video(path, frame_shape=None):
-    """A whole video as float32 RGB in [0, 1], (T, H, W, 3); see the module docstring for the formats.
-
-    ``frame_shape`` ([H, W] or [H, W, 3]) resizes every frame and sets a strip's frame width. There is no
-    size limit (unlike imageio's ``mimread``); use ``iter_video_frames`` for videos too long for memory.
-    """
-    return np.stack(list(iter_video_frames(path, frame_shape)))  # (T, H, W, 3)
-
-
-def video_info(path, frame_shape=None) -> VideoInfo:
-    """Frame count, fps, height and width of a video, decoding as little as the format allows.
-
-    ``fps`` is None for frame folders and strips; a video file whose container does not store its frame
-    count is counted by ffmpeg (a decode without conversion: fast, but proportional to the length).
-    height and width are those of the stored frames (before any resize to frame_shape).
-    """
-    path = os.fspath(path)
-    kind = _video_kind(path)
-    if kind == 'folder':
-        frames = list_frames(path)
-        if not frames:
-            raise VideoReadError(f"{path} contains no frames (no {'/'.join(IMAGE_EXTENSIONS)} files)")
-        height, width = read_image(frames[0]).shape[:2]
-        return VideoInfo(len(frames), None, height, width)
-    if kind == 'strip':
-        frames = _split_strip(read_image(path), _check_frame_shape(frame_shape), path)  # (N, H, w, 3)
-        return VideoInfo(len(frames), None, frames.shape[1], frames.shape[2])
-    try:
-        properties = iio.improps(path, plugin=_plugin(path))
-        metadata = iio.immeta(path, plugin=_plugin(path))
-    except Exception as error:
-        raise VideoReadError(f"cannot read the header of video {path}: {_brief(error)}") from error
-    height, width = properties.shape[1:3]
-    num_frames = properties.n_images
-    if path.lower().endswith('.gif'):
-        duration_ms = metadata.get('duration') or 0  # per frame
-        fps = 1000.0 / duration_ms if duration_ms > 0 else None
-    else:
-        fps = metadata.get('fps')
-        if num_frames is None or not math.isfinite(num_frames):
-            num_frames = _count_frames(path)
-    return VideoInfo(int(num_frames), fps, int(height), int(width))
-
-
-def _count_frames(path):
-    """Exact frame count of a video file by an ffmpeg pass (its container does not store the count)."""
-    import imageio_ffmpeg
-    try:
-        return imageio_ffmpeg.count_frames_and_secs(path)[0]
-    except Exception as error:
-        raise VideoReadError(f"cannot count the frames of video {path}: {_brief(error)}") from error
+class DatasetError(ValueError):
+    """A dataset file (e.g. the pairs list) that cannot be used; the message names it."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,10 +39,7 @@ def _count_frames(path):
 
 def identity_of(name):
     """The identity of a video named 'identity#clip...'; without a '#', the name less its file extension."""
-    if '#' in name:
-        return name.split('#', 1)[0]
-    stem, extension = os.path.splitext(name)
-    return stem if extension.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS else name
+    return name.split('#', 1)[0] if '#' in name else strip_extension(name)
 
 
 def _obvious_defect(path):
@@ -280,14 +52,8 @@ def _obvious_defect(path):
 
 def list_videos(folder):
     """Names of the videos in a folder: sub-folders and files of a known format, sorted; hidden ones ignored."""
-    names = []
-    for name in sorted(os.listdir(folder)):
-        full = os.path.join(folder, name)
-        if name.startswith('.'):
-            continue
-        if os.path.isdir(full) or name.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS):
-            names.append(name)
-    return names
+    return [name for name in sorted(os.listdir(folder)) if not name.startswith('.')
+            and (os.path.isdir(os.path.join(folder, name)) or is_media_name(name))]
 
 
 def split_train_test(names, random_seed, by_identity=False):
@@ -327,10 +93,8 @@ class FramesDataset(Dataset):
         root = Path(root_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-        self.frame_shape = _check_frame_shape(frame_shape)
-        self.is_train = is_train
-        self.id_sampling = id_sampling
-        self.pairs_list = pairs_list
+        self.frame_shape = check_frame_shape(frame_shape)
+        self.is_train, self.id_sampling, self.pairs_list = is_train, id_sampling, pairs_list
         if (root / 'train').is_dir():
             self.root_dir = root / ('train' if is_train else 'test')
             if not self.root_dir.is_dir():
@@ -345,34 +109,29 @@ class FramesDataset(Dataset):
             raise FileNotFoundError(f"no video in {self.root_dir} (a video is a folder of frames, a video file "
                                     f"or a strip image; found {found or 'nothing'})")
         self._skipped = {}  # path -> reason, for training videos found unusable
-        if is_train:
-            names = self._drop_short_folders(names)
+        names = self._drop_short_folders(names) if is_train else names
         self.clips = {}  # identity -> its clip names, for id sampling
         for name in names:
             self.clips.setdefault(identity_of(name), []).append(name)
         self.videos = sorted(self.clips) if (is_train and id_sampling) else names
-        self.transform = None
-        if is_train and augmentation_params:
-            self.transform = AllAugmentationTransform(**augmentation_params)
+        self.frame_size, self.size_source = self.frame_shape, None  # (H, W) of every item, and whose it is
+        if self.frame_shape is None or is_train:  # training: fail here, not in a loader worker, when none is usable
+            self.frame_size = self._first_readable_size(names)
+        self.transform = AllAugmentationTransform(**augmentation_params) if is_train and augmentation_params else None
 
     def __len__(self):
         return len(self.videos)
 
     @property
-    def num_skipped(self):
-        """How many training videos have been found unusable so far (in this process)."""
+    def num_skipped(self):  # training videos found unusable so far (in this process)
         return len(self._skipped)
 
     def _drop_short_folders(self, names):
         """Drop, with one warning, the videos seen without decoding to lack two frames (folders, empty files)."""
-        kept, dropped = [], []
-        for name in names:
-            defect = _obvious_defect(self.root_dir / name)
-            if defect is None:
-                kept.append(name)
-            else:
-                dropped.append(f"{name} ({defect})")
-                self._skipped[str(self.root_dir / name)] = defect
+        defects = {name: _obvious_defect(self.root_dir / name) for name in names}
+        kept = [name for name in names if defects[name] is None]
+        dropped = [f"{name} ({defect})" for name, defect in defects.items() if defect is not None]
+        self._skipped.update({str(self.root_dir / name): defect for name, defect in defects.items() if defect})
         if dropped:
             warnings.warn(f"skipping {len(dropped)} of {len(names)} training videos in {self.root_dir} that cannot "
                           f"give two frames: {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}",
@@ -380,6 +139,37 @@ class FramesDataset(Dataset):
         if not kept:
             raise FileNotFoundError(f"no training video in {self.root_dir} has two frames or more")
         return kept
+
+    def _first_readable_size(self, names):
+        """(H, W) of the first readable video's stored frames; unreadable training videos before it are skipped."""
+        problems = []
+        for name in names:
+            try:
+                size = stored_frame_size(self.root_dir / name)
+            except VideoReadError as error:
+                problems.append(str(error))
+                if self.is_train:
+                    self._skip(self.root_dir / name, error)
+                continue
+            self.size_source = name
+            return self.frame_shape or size
+        raise VideoReadError(f"none of the {len(names)} {'training' if self.is_train else 'test'} videos in "
+                             f"{self.root_dir} is readable: {'; '.join(problems[:3])}")
+
+    def check_size(self, frames, path):
+        """Frames (..., H, W, 3) as they are, or FrameSizeError when their size is not the dataset's."""
+        if frames.shape[-3:-1] != tuple(self.frame_size):
+            (H, W), (h, w) = self.frame_size, frames.shape[-3:-1]
+            raise FrameSizeError(f"{path}: frames are {h}x{w}, but those of {self.root_dir / self.size_source} are "
+                                 f"{H}x{W}; with dataset_params.frame_shape null every video must have one size "
+                                 f"(frames of different sizes cannot share a batch): set frame_shape to resize them")
+        return frames
+
+    def stream(self, index):
+        """(name, frames) of test video ``index``, frames (H, W, 3) decoded as they are needed."""
+        name = self.videos[index]
+        path = self.root_dir / name
+        return name, (self.check_size(frame, path) for frame in iter_video_frames(path, self.frame_shape))
 
     def _skip(self, path, error):
         self._skipped[str(path)] = str(error)
@@ -393,8 +183,9 @@ class FramesDataset(Dataset):
             if len(frame_paths) < 2:
                 raise VideoReadError(f"{path} has {len(frame_paths)} frame(s); training needs two")
             indices = np.sort(np.random.choice(len(frame_paths), size=2, replace=True))
-            return np.stack([read_image(frame_paths[i], self.frame_shape) for i in indices])  # (2, H, W, 3)
-        video = read_video(path, self.frame_shape)  # (T, H, W, 3)
+            frames = np.stack([read_image(frame_paths[i], self.frame_shape) for i in indices])  # (2, H, W, 3)
+            return self.check_size(frames, path)
+        video = self.check_size(read_video(path, self.frame_shape), path)  # (T, H, W, 3)
         if len(video) < 2:
             raise VideoReadError(f"{path} has {len(video)} frame; training needs two")
         return video[np.sort(np.random.choice(len(video), size=2, replace=True))]  # (2, H, W, 3)
@@ -410,6 +201,8 @@ class FramesDataset(Dataset):
             name = names[np.random.choice(len(names))]
             try:
                 frames = self._training_frames(self.root_dir / name)  # (2, H, W, 3)
+            except FrameSizeError:
+                raise
             except VideoReadError as error:
                 self._skip(self.root_dir / name, error)
                 continue
@@ -418,14 +211,14 @@ class FramesDataset(Dataset):
             source, driving = np.asarray(frames, dtype=np.float32).transpose(0, 3, 1, 2)  # (C, H, W) each
             return {'source': np.ascontiguousarray(source), 'driving': np.ascontiguousarray(driving),
                     'name': name, 'id': identity_of(name)}
-        raise RuntimeError(f"none of the {len(self.videos)} training videos in {self.root_dir} is readable; "
+        raise VideoReadError(f"none of the {len(self.videos)} training videos in {self.root_dir} is readable; "
                            f"skipped: {list(self._skipped.items())[:5]}")
 
     def __getitem__(self, idx):
         if self.is_train:
             return self._training_item(idx)
         name = self.videos[idx]
-        video = read_video(self.root_dir / name, self.frame_shape)  # (T, H, W, 3)
+        video = np.stack(list(self.stream(idx)[1]))  # (T, H, W, 3)
         return {'video': np.ascontiguousarray(video.transpose(3, 0, 1, 2)),  # (C, T, H, W)
                 'name': name, 'id': identity_of(name)}
 
@@ -470,18 +263,14 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, idx):
         driving_index, source_index = self.pairs[idx]
-        driving = self.initial_dataset[driving_index]
-        source = self.initial_dataset[source_index]
+        driving, source = self.initial_dataset[driving_index], self.initial_dataset[source_index]
         return {**{'driving_' + key: value for key, value in driving.items()},
                 **{'source_' + key: value for key, value in source.items()}}
 
 
 def read_pairs(pairs_list, videos):
-    """(driving index, source index) for each row of a pairs CSV whose two names are among ``videos``.
-
-    Rows naming unknown videos are dropped with one warning; a CSV without the two columns, or with no
-    usable row, is an error naming the file.
-    """
+    """(driving index, source index) for each row of a pairs CSV whose two names are among ``videos``; rows
+    naming unknown videos are dropped with one warning; no 'source'/'driving' column or no usable row: DatasetError."""
     index = {name: i for i, name in enumerate(videos)}
     for i, name in enumerate(videos):  # also accept names without their file extension
         index.setdefault(os.path.splitext(name)[0], i)
@@ -490,12 +279,12 @@ def read_pairs(pairs_list, videos):
             reader = csv.DictReader(file)
             rows, columns = list(reader), reader.fieldnames or []
     except OSError as error:
-        raise FileNotFoundError(f"cannot read pairs list {pairs_list}: {error}") from error
+        raise DatasetError(f"cannot read pairs list {pairs_list}: {error}") from error
     if not {'source', 'driving'} <= set(columns):
-        raise ValueError(f"pairs list {pairs_list} needs 'source' and 'driving' columns; found {list(columns)}")
+        raise DatasetError(f"pairs list {pairs_list} needs 'source' and 'driving' columns; found {list(columns)}")
     pairs, unknown = [], []
     for row in rows:
-        source, driving = row['source'].strip(), row['driving'].strip()
+        source, driving = (row['source'] or '').strip(), (row['driving'] or '').strip()
         if source in index and driving in index:
             pairs.append((index[driving], index[source]))
         else:
@@ -504,5 +293,6 @@ def read_pairs(pairs_list, videos):
         warnings.warn(f"{len(unknown)} of {len(rows)} pairs in {pairs_list} name videos that are not in the test "
                       f"set and are left out (e.g. {unknown[:3]})", stacklevel=3)
     if not pairs:
-        raise ValueError(f"no pair in {pairs_list} names two videos of the test set ({len(videos)} videos)")
+        raise DatasetError(f"no pair in {pairs_list} names two videos of the test set (it names e.g. {unknown[:3]}; "
+                           f"the test set's {len(videos)} videos are e.g. {list(videos)[:3]})")
     return pairs

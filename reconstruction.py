@@ -10,17 +10,17 @@ import math
 import warnings
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from skimage.metrics import mean_squared_error, structural_similarity
 from tqdm import tqdm
 
-from animate import (DEFAULT_FPS, VideoWriter, batched, default_batch_size, expand_batch, frames_to_tensor,
-                     tensor_to_uint8, video_stem)
-from checkpoint import load_checkpoint
+from animate import DEFAULT_FPS, batched, default_batch_size, expand_batch, frames_to_tensor, tensor_to_uint8
 from config import require_section
-from frames_dataset import VideoReadError, iter_video_frames
+from frames_dataset import FrameSizeError
+from errors import signals_as_interrupts
+from inference import load_into
+from media import VideoReadError, VideoWriter, staged_folder, strip_extension, write_image
 from visualizer import Visualizer
 
 METRICS = ("l1", "psnr", "ssim", "copy_l1")  # copy_l1: the L1 of copying the first frame, the baseline to beat
@@ -88,11 +88,10 @@ def reconstruct(frames, generator, region_predictor, bg_predictor, batch_size, d
 
 
 def test_video_frames(dataset, index):
-    """(name, frames) of test video ``index``: frames (H, W, 3) streamed from disk when the dataset is a
-    FramesDataset (so memory does not grow with the video), else taken from its item (C, T, H, W)."""
-    if hasattr(dataset, "root_dir") and hasattr(dataset, "videos"):
-        name = dataset.videos[index]
-        return name, iter_video_frames(Path(dataset.root_dir) / name, dataset.frame_shape)
+    """(name, frames) of test video ``index``: frames (H, W, 3) streamed from disk when the dataset can
+    (FramesDataset.stream: memory does not grow with the video), else taken from its item (C, T, H, W)."""
+    if hasattr(dataset, "stream"):
+        return dataset.stream(index)
     item = dataset[index]
     return item["name"], iter(np.asarray(item["video"]).transpose(1, 2, 3, 0))
 
@@ -112,20 +111,21 @@ def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size,
             metrics["copy_l1"].extend((sources - driving).abs().mean(dim=(1, 2, 3)).tolist())
             predictions.append(tensor_to_uint8(out["prediction"]))  # (B, H, W, 3)
             writer.write(visualizer.visualize(driving, sources, out).reshape(B, H, -1, 3))  # (B, H, n * W, 3)
-    iio.imwrite(png_path, np.concatenate(np.concatenate(predictions), axis=1))  # (H, T * W, 3)
+    write_image(png_path, np.concatenate(np.concatenate(predictions), axis=1))  # (H, T * W, 3)
     return metrics
 
 
-def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None):
+def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None,
+                   config_name="the config"):
     """Evaluate a checkpoint's reconstruction of the test videos; writes ``<log_dir>/reconstruction/`` and
-    returns the metrics dict saved as ``metrics.json`` (per video, and the means over videos)."""
-    params = require_section(config, "reconstruction_params")
-    networks = {name: models[name] for name in ("generator", "region_predictor", "bg_predictor")}
-    load_checkpoint(checkpoint_path, networks, map_location=device)
-    for model in networks.values():
-        model.to(device).eval()
-    out_dir = Path(log_dir) / "reconstruction"
-    (out_dir / "png").mkdir(parents=True, exist_ok=True)
+    returns the metrics dict saved as ``metrics.json`` (per video, and the means over videos).
+
+    The outputs are written to a temporary folder and moved into place once every video is done, so a run that
+    is stopped leaves an earlier run's videos and metrics.json together, as they were.
+    """
+    params = require_section(config, "reconstruction_params", config_name)
+    networks = load_into(models, checkpoint_path, ("generator", "region_predictor", "bg_predictor"), device,
+                         config_name)
     visualizer = Visualizer(**config.get("visualizer_params", {}))
     batch_size = batch_size or default_batch_size(device)
     num_videos = len(dataset) if params["num_videos"] is None else params["num_videos"]
@@ -133,24 +133,27 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
         warnings.warn(f"reconstruction_params.num_videos is {num_videos}, the test set has {len(dataset)} videos: "
                       "evaluating all of them")
         num_videos = len(dataset)
+    out_dir = Path(log_dir) / "reconstruction"
     videos, skipped = {}, {}
-    for index in tqdm(range(num_videos), desc="reconstruction", unit="video"):
-        name, frames = test_video_frames(dataset, index)
-        stem = video_stem(name)
-        out_path, png_path = out_dir / (stem + params["format"]), out_dir / "png" / (stem + ".png")
-        try:
-            videos[name] = summarise(evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size,
-                                                    device))
-        except VideoReadError as error:  # report it and go on with the other videos
-            warnings.warn(f"skipping test video {name}: {error}")
-            skipped[name] = str(error)
-            out_path.unlink(missing_ok=True)
-    means = {name: float(np.mean([v[name] for v in videos.values()])) if videos else math.nan for name in METRICS}
-    metrics = {"checkpoint": str(checkpoint_path), "num_videos": len(videos),
-               "num_frames": sum(v["num_frames"] for v in videos.values()), "mean": means,
-               "videos": videos, "skipped": skipped}
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(finite_or_none(metrics), f, indent=2)
+    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
+        for index in tqdm(range(num_videos), desc="reconstruction", unit="video"):
+            name, frames = test_video_frames(dataset, index)
+            stem = strip_extension(name)
+            out_path, png_path = staging / (stem + params["format"]), staging / "png" / (stem + ".png")
+            try:
+                videos[name] = summarise(evaluate_video(frames, networks, out_path, png_path, visualizer,
+                                                        batch_size, device))
+            except FrameSizeError:
+                raise
+            except VideoReadError as error:  # report it and go on with the other videos
+                warnings.warn(f"skipping test video {name}: {error}")
+                skipped[name] = str(error)
+        means = {name: float(np.mean([v[name] for v in videos.values()])) if videos else math.nan
+                 for name in METRICS}
+        metrics = {"checkpoint": str(checkpoint_path), "num_videos": len(videos),
+                   "num_frames": sum(v["num_frames"] for v in videos.values()), "mean": means,
+                   "videos": videos, "skipped": skipped}
+        (staging / "metrics.json").write_text(json.dumps(finite_or_none(metrics), indent=2))
     print(f"reconstruction of {len(videos)} videos ({metrics['num_frames']} frames): "
           + ", ".join(f"{name} {value:.4f}" for name, value in means.items())
           + (f"; l1 / copy_l1 = {means['l1'] / means['copy_l1']:.3f}" if videos and means["copy_l1"] > 0 else ""))

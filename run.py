@@ -119,9 +119,14 @@ def copy_config(config, config_path, log_dir):
 
 
 def make_dataset(config, mode, config_name):
+    from config import check_frame_size
     from frames_dataset import FramesDataset
     params = require_section(config, "dataset_params", config_name)
-    return FramesDataset(is_train=mode in ("train", "train_avd"), **params)
+    dataset = FramesDataset(is_train=mode in ("train", "train_avd"), **params)
+    if params["frame_shape"] is None:  # frames at their stored size: the first video's must suit the networks
+        check_frame_size(config, *dataset.frame_size, f"{dataset.root_dir / dataset.size_source} (frame_shape "
+                                                      f"null in {config_name})")
+    return dataset
 
 
 def main(argv=None):
@@ -162,9 +167,9 @@ def main(argv=None):
             return train_avd(**common, seed=args.seed, verbose=args.verbose, config_name=args.config)
         if args.mode == "reconstruction":
             from reconstruction import reconstruction
-            return reconstruction(**common)
+            return reconstruction(**common, config_name=args.config)
         from animate import animate
-        return animate(**common)
+        return animate(**common, config_name=args.config)
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -172,7 +177,7 @@ def main(argv=None):
 
 def cli(argv=None):
     """``main`` with errors a user can act on printed as one message instead of a traceback; returns the exit code."""
-    from frames_dataset import VideoReadError
+    from frames_dataset import DatasetError, VideoReadError
     from losses import VGGWeightsUnavailable
     from trainer import TrainingError, TrainingInterrupted
     try:
@@ -181,12 +186,12 @@ def cli(argv=None):
         print(str(e), file=sys.stderr)
         return e.exit_code
     except (UsageError, ConfigError, CheckpointError, TrainingError, VGGWeightsUnavailable, FileNotFoundError,
-            VideoReadError) as e:
+            VideoReadError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # errors.Interrupted (SIGTERM in the evaluation modes) carries its exit code
         print("interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
     return 0
 
 

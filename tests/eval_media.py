@@ -10,7 +10,7 @@ import imageio_ffmpeg
 import numpy as np
 import yaml
 
-from animate import VideoWriter
+from media import VideoWriter
 
 SIZE = 64
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from animate import Animator, VideoWriter, animate, batched, frames_to_tensor, region_layout, tensor_to_uint8
+from animate import Animator, animate, batched, frames_to_tensor, make_animation, region_layout, tensor_to_uint8
 from checkpoint import CheckpointError, load_checkpoint
 from config import load_config
-from demo import load_checkpoints, make_animation
+from demo import load_checkpoints
+from media import VideoWriter
 from eval_media import (count_frames, parity_arrays, parity_paths, video_fps, write_dataset, write_eval_config,
                         write_video)
 from frames_dataset import FramesDataset
@@ -175,3 +176,20 @@ def test_animate_mode_follows_the_pairs_list(tmp_path, shared_dir):
     dataset = FramesDataset(is_train=False, **config["dataset_params"])
     out_dir = animate(config, build_models(config), parity_paths(shared_dir)[1], tmp_path / "log", dataset, "cpu")
     assert [path.name for path in (out_dir / "png").iterdir()] == ["vid0-vid2.png"]
+
+
+@pytest.mark.filterwarnings("ignore:.*name videos that are not in the test set")
+@pytest.mark.parametrize("rows,words", [("source,driving\nnope,also_nope\n", "no pair"),
+                                        ("driving\nvid0\n", "needs 'source' and 'driving' columns")])
+def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words, tmp_path, shared_dir, capsys):
+    import run
+    root = write_dataset(tmp_path / "data", shared_dir, num_frames=3)
+    (tmp_path / "pairs.csv").write_text(rows)
+    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root, mode="standard")
+    config.write_text(config.read_text().replace("dataset_params:\n", f"dataset_params:\n  pairs_list: "
+                                                                      f"{tmp_path / 'pairs.csv'}\n"))
+    code = run.cli(["--config", str(config), "--mode", "animate", "--checkpoint", str(parity_paths(shared_dir)[1]),
+                    "--log_dir", str(tmp_path / "log"), "--device", "cpu"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and words in errors[0] and str(tmp_path / "pairs.csv") in errors[0]
+    assert not (tmp_path / "log" / "animation").exists()

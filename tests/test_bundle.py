@@ -6,7 +6,8 @@ import torch
 
 from checkpoint import load_checkpoint
 from config import load_config
-from frames_dataset import identity_of, read_video
+from frames_dataset import identity_of
+from media import read_video
 from modules.build import MODEL_NAMES, build_models
 from tiny_puppets import FRAMES, SIZE, make_tiny_puppets, write_tiny_model
 from tiny_puppets import one_thread  # noqa: F401 (a fixture)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import demo
-from animate import VideoWriter
+from media import VideoWriter
 from checkpoint import load_checkpoint
 from config import load_config
 from conftest import REPO_ROOT

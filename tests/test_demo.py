@@ -1,13 +1,16 @@
 """demo.py end to end on the parity model: every mode, the starting frame, sound, and each kind of bad input."""
+import os
 import subprocess
 import sys
 
 import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
 import demo
+from media import has_audio
 from conftest import REPO_ROOT
 from eval_media import (add_sound, count_frames, driving_frames, parity_paths, source_image, video_fps,
                         write_eval_config, write_sound_only, write_video)
@@ -76,7 +79,7 @@ def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "frame/s" in completed.stderr  # the progress bar
     result = media["result_video"]
-    assert demo.has_audio(result) and not demo.has_audio(media["driving_video"])
+    assert has_audio(result) and not has_audio(media["driving_video"])
     assert count_frames(result) == NUM_FRAMES and video_fps(result) == pytest.approx(FPS)
     assert not list(tmp_path.glob("tmp*")), "the silent intermediate video was left behind"
 
@@ -84,7 +87,7 @@ def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
 def test_audio_on_a_silent_video_gives_a_silent_result(media, capsys):
     code, lines = run(capsys, media, "--audio")
     assert code == 0 and any("has no sound track" in line for line in lines)
-    assert count_frames(media["result_video"]) == NUM_FRAMES and not demo.has_audio(media["result_video"])
+    assert count_frames(media["result_video"]) == NUM_FRAMES and not has_audio(media["result_video"])
 
 
 def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, shared_dir, capsys):
@@ -208,3 +211,149 @@ def test_a_gif_result_cannot_have_sound(media, capsys, tmp_path):
     assert_one_line_error(*run(capsys, media, "--audio", result_video=tmp_path / "out.gif"), "out.gif", "no sound")
     code, lines = run(capsys, media, result_video=tmp_path / "out.gif")
     assert code == 0 and count_frames(tmp_path / "out.gif") == NUM_FRAMES
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Nothing a user had is lost; sizes the networks cannot take; inputs of every kind
+
+
+@pytest.mark.parametrize("name", ["same path", "relative path", "symlink"])
+def test_the_result_is_never_written_over_an_input(name, media, capsys, tmp_path, monkeypatch):
+    driving = media["driving_video"]
+    before = driving.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    result = {"same path": driving, "relative path": driving.name, "symlink": tmp_path / "link.mp4"}[name]
+    if name == "symlink":
+        result.symlink_to(driving)
+    assert_one_line_error(*run(capsys, media, result_video=result), "is also the driving video")
+    assert driving.read_bytes() == before
+    source = media["source_image"].read_bytes()
+    assert_one_line_error(*run(capsys, media, result_video=media["source_image"]), "is also the source image")
+    assert media["source_image"].read_bytes() == source
+
+
+def test_an_interrupted_demo_keeps_the_earlier_result(media, capsys, monkeypatch):
+    import signal
+
+    import errors
+    assert run(capsys, media)[0] == 0
+    before = media["result_video"].read_bytes()
+    real = demo.animate_video
+
+    def stopped_half_way(animator, driving, writer, *args, **kwargs):
+        writer.write(np.zeros((3, 64, 64, 3), np.uint8))
+        raise errors.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(demo, "animate_video", stopped_half_way)
+    code, lines = run(capsys, media)
+    assert code == 143 and len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM"), lines
+    assert media["result_video"].read_bytes() == before
+    assert sorted(p.name for p in media["result_video"].parent.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.setattr(demo, "animate_video", real)
+
+
+def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_intact(media, tmp_path, shared_dir):
+    """Through the real command line: the signal arrives while the result is being written."""
+    import signal
+    import time
+    long_video = write_video(tmp_path / "long.mp4", driving_frames(shared_dir, 400), fps=FPS)
+    result = media["result_video"]
+    result.write_bytes(b"an earlier result")
+    args = {**media, "driving_video": long_video}
+    command = [sys.executable, str(REPO_ROOT / "demo.py"), "--img_shape", "64,64", "--cpu", "--quiet",
+               "--batch_size", "1", *[arg for key, value in args.items() for arg in (f"--{key}", str(value))]]
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".result.mp4.") for p in tmp_path.iterdir()) and child.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=60)
+        lines = stderr.strip().splitlines()
+        assert child.returncode == code and len(lines) == 1 and "interrupted" in lines[0], stderr
+        assert result.read_bytes() == b"an earlier result"
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".result.mp4.")]
+
+
+@pytest.mark.parametrize("case", ["folder", "under a file", "read-only folder"])
+def test_a_result_that_cannot_be_written_is_a_one_line_error(case, media, capsys, tmp_path):
+    if case == "folder":
+        result = tmp_path / "out.mp4"
+        result.mkdir()
+    elif case == "under a file":
+        (tmp_path / "file").write_text("x")
+        result = tmp_path / "file" / "out.mp4"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes in read-only folders")
+        (tmp_path / "locked").mkdir(mode=0o555)
+        result = tmp_path / "locked" / "out.mp4"
+    assert_one_line_error(*run(capsys, media, result_video=result), result)
+
+
+@pytest.mark.parametrize("shape,words", [("50,70", "multiples of 16"), ("3,3", "multiples of 16"),
+                                         ("20000,20000", "4096")])
+def test_sizes_the_networks_cannot_take_are_refused_where_read(shape, words, media, capsys):
+    paths = {**media}
+    argv = [arg for key, value in paths.items() for arg in (f"--{key}", str(value))]
+    code = demo.main(argv + ["--img_shape", shape, "--cpu", "--quiet"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert_one_line_error(code, lines, f"--img_shape {shape}", words)
+    assert not media["result_video"].exists()
+
+
+def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_path, shared_dir, capsys):
+    config = write_eval_config(tmp_path / "null.yaml", shared_dir, tmp_path)
+    config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
+    assert "frame_shape: null" in config.read_text()
+    args = demo.parse_args(["--config", str(config)])
+    assert demo.choose_img_shape(args) == (384, 384)
+    assert "384x384" in capsys.readouterr().err
+    args = demo.parse_args(["--config", str(config), "--img_shape", "64,64"])
+    assert demo.choose_img_shape(args) == (64, 64) and "note" not in capsys.readouterr().err
+
+
+def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, shared_dir):
+    from PIL import Image
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(source_image(shared_dir)).convert("CMYK").save(path, quality=100)
+    image = demo.read_source(path, (64, 64))
+    assert np.abs(image * 255 - source_image(shared_dir).astype(float)).mean() < 4
+    assert "alpha" not in capsys.readouterr().err
+
+
+def test_sources_that_are_not_images_say_what_they_are(media, capsys, tmp_path):
+    (tmp_path / "frames").mkdir()
+    assert_one_line_error(*run(capsys, media, source_image=tmp_path / "frames"), "is a folder, not an image")
+    assert_one_line_error(*run(capsys, media, source_image=media["driving_video"]), "is a video, not an image")
+
+
+def test_a_tiny_source_is_used_with_a_note(media, capsys, tmp_path):
+    path = tmp_path / "dot.png"
+    iio.imwrite(path, np.full((1, 1, 3), 200, np.uint8))
+    code, lines = run(capsys, media, source_image=path)
+    assert code == 0 and any(line.startswith("note:") and "1x1" in line and str(path) in line for line in lines)
+
+
+def test_a_truncated_driving_video_is_animated_to_the_break_with_a_note(media, capsys, tmp_path):
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x64:rate=10:duration=6", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size * 6 // 10])
+    code, lines = run(capsys, media, "--mode", "standard", driving_video=cut)
+    notes = [line for line in lines if line.startswith("note:") and "ends early" in line]
+    assert code == 0 and len(notes) == 1 and str(cut) in notes[0], lines
+    assert f"frame {count_frames(media['result_video'])} of the 60" in notes[0]
+
+
+def test_a_variable_frame_rate_driving_video_keeps_its_duration(media, capsys, tmp_path):
+    from test_media import write_vfr_clip
+    from media import video_info
+    driving = write_vfr_clip(tmp_path / "vfr.mp4")
+    code, lines = run(capsys, media, "--mode", "standard", driving_video=driving)
+    assert code == 0, lines
+    result, source = video_info(media["result_video"]), video_info(driving)
+    assert result.num_frames / result.fps == pytest.approx(source.duration, abs=1.5 / source.fps)

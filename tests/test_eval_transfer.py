@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from frames_dataset import read_video
+from media import read_video
 from tiny_puppets import FRAMES, SMALL, make_tiny_puppets, write_tiny_model
 from tiny_puppets import one_thread  # noqa: F401 (a fixture)
 from tools import eval_transfer as et

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import frames_dataset
-from frames_dataset import (DatasetRepeater, FramesDataset, PairedDataset, SkippedVideoWarning, VideoReadError,
-                            iter_video_frames, read_video, video_info)
+from frames_dataset import (DatasetError, DatasetRepeater, FrameSizeError, FramesDataset, PairedDataset,
+                            SkippedVideoWarning)
+from media import VideoReadError, iter_video_frames, read_video, video_info
 
 
 def make_frames(num_frames=5, height=32, width=48, seed=0):
@@ -114,7 +115,7 @@ def test_streaming_matches_whole_read(tmp_path):
 
 def test_real_video_streams_with_its_metadata(realworld_dir):
     info = video_info(realworld_dir / 'driving.mp4')
-    assert info == (133, 10.0, 384, 384)
+    assert info[:4] == (133, 10.0, 384, 384) and info.duration == pytest.approx(13.3) and not info.audio
     stream = iter_video_frames(realworld_dir / 'driving.mp4', frame_shape=[64, 64, 3])
     head = [next(stream) for _ in range(3)]
     stream.close()
@@ -320,9 +321,8 @@ def test_all_training_videos_corrupt_is_an_error(tmp_path):
     (tmp_path / 'train').mkdir()
     (tmp_path / 'test').mkdir()
     (tmp_path / 'train' / 'x.mp4').write_bytes(b'corrupt' * 100)
-    dataset = FramesDataset(tmp_path)
-    with pytest.warns(SkippedVideoWarning, match='x.mp4'), pytest.raises(RuntimeError, match='none of the 1 training'):
-        dataset[0]
+    with pytest.warns(SkippedVideoWarning, match='x.mp4'), pytest.raises(VideoReadError, match='none of the 1 training'):
+        FramesDataset(tmp_path)  # when the dataset is made, not later in a loader worker
 
 
 def test_corrupt_test_video_raises_naming_it(tmp_path):
@@ -385,3 +385,38 @@ def test_pairs_from_csv(tmp_path):
     bad_csv.write_text('from,to\na,b\n')
     with pytest.raises(ValueError, match=r"bad.csv needs 'source' and 'driving' columns; found \['from', 'to'\]"):
         PairedDataset(FramesDataset(tmp_path, is_train=False, pairs_list=bad_csv), 5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# frame_shape null: stored sizes, one size per dataset
+
+
+@pytest.mark.parametrize('is_train', [True, False])
+def test_frame_shape_null_uses_stored_sizes_and_names_a_video_of_another(tmp_path, is_train):
+    split = 'train' if is_train else 'test'
+    make_dataset(tmp_path / split, ['a', 'b'], size=16)
+    make_dataset(tmp_path / split, ['c.mp4'], size=32)
+    (tmp_path / ('test' if is_train else 'train')).mkdir()
+    dataset = FramesDataset(tmp_path, frame_shape=None, is_train=is_train)
+    assert dataset.frame_size == (16, 16)
+    key = 'source' if is_train else 'video'
+    assert dataset[0][key].shape[-2:] == (16, 16)
+    with pytest.raises(FrameSizeError) as error:
+        dataset[2]
+    message = str(error.value)
+    assert str(tmp_path / split / 'c.mp4') in message and '32x32' in message and '16x16' in message
+    assert str(tmp_path / split / 'a') in message and 'frame_shape' in message
+
+
+@pytest.mark.parametrize('rows,words', [('source,driving\nnope,also_nope\n', 'no pair'),
+                                        ('source\nb\n', "needs 'source' and 'driving' columns"),
+                                        ('source,driving\nb\n', 'no pair')])
+def test_a_pairs_list_that_names_no_video_or_lacks_a_column_is_a_dataset_error(tmp_path, rows, words):
+    make_dataset(tmp_path / 'train', ['a'])
+    make_dataset(tmp_path / 'test', ['b', 'c'])
+    (tmp_path / 'pairs.csv').write_text(rows)
+    dataset = FramesDataset(tmp_path, frame_shape=[16, 16, 3], is_train=False, pairs_list=tmp_path / 'pairs.csv')
+    with warnings.catch_warnings(), pytest.raises(DatasetError, match=words) as error:
+        warnings.simplefilter('ignore')  # the rows left out are also warned about
+        PairedDataset(dataset, number_of_pairs=5)
+    assert str(tmp_path / 'pairs.csv') in str(error.value)

@@ -9,7 +9,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from frames_dataset import FramesDataset, PairedDataset, read_video
+from frames_dataset import FramesDataset, PairedDataset
+from media import read_video
 
 # Loaded by path (tools/ is not a package); registered so that the worker pool can pickle its jobs.
 _spec = importlib.util.spec_from_file_location('make_puppets', Path(__file__).parents[1] / 'tools' / 'make_puppets.py')

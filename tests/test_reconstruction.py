@@ -10,7 +10,8 @@ from torch import nn
 
 from config import load_config
 from eval_media import count_frames, parity_paths, write_dataset, write_eval_config
-from frames_dataset import FramesDataset, read_video
+from frames_dataset import FramesDataset
+from media import read_video
 from modules.build import build_models
 from reconstruction import frame_metrics, reconstruct, reconstruction, summarise
 
@@ -133,3 +134,63 @@ def test_reconstruct_uses_the_first_frame_as_source(setup):
     assert [driving.shape[0] for driving, _, _ in batches] == [4, 2]
     for _, sources, _ in batches:
         assert torch.equal(sources[0], torch.from_numpy(frames[0]).permute(2, 0, 1))
+
+
+def test_a_stopped_rerun_leaves_the_earlier_outputs_together(setup, tmp_path, monkeypatch):
+    """Videos and metrics.json of one run stay side by side: a rerun stopped half way changes none of them."""
+    import reconstruction as module
+    config, dataset, checkpoint = setup
+    reconstruction(config, build_models(config), checkpoint, tmp_path / "log", dataset, "cpu")
+    out_dir = tmp_path / "log" / "reconstruction"
+    before = {p.relative_to(out_dir): p.read_bytes() for p in out_dir.rglob("*") if p.is_file()}
+    real, calls = module.evaluate_video, []
+
+    def stopped_on_the_second_video(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "evaluate_video", stopped_on_the_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruction(config, build_models(config), checkpoint, tmp_path / "log", dataset, "cpu")
+    after = {p.relative_to(out_dir): p.read_bytes() for p in out_dir.rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in (tmp_path / "log").iterdir()) == ["reconstruction"]
+
+
+def test_frame_shape_null_reconstructs_at_the_stored_size(setup, tmp_path):
+    config, _, checkpoint = setup
+    config["dataset_params"]["frame_shape"] = None
+    dataset = FramesDataset(is_train=False, **config["dataset_params"])
+    assert dataset.frame_size == (64, 64)
+    metrics = reconstruction(config, build_models(config), checkpoint, tmp_path / "log", dataset, "cpu")
+    assert metrics["num_videos"] == 2 and metrics["num_frames"] == 2 * NUM_FRAMES
+
+
+def _run_cli(capsys, *argv):
+    import run
+    code = run.cli([str(arg) for arg in argv])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_frame_shape_null_with_a_size_the_networks_cannot_take_is_one_line(tmp_path, shared_dir, capsys):
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        (root / split / "odd").mkdir(parents=True)
+        for t in range(2):
+            iio.imwrite(root / split / "odd" / f"{t}.png", np.zeros((50, 70, 3), np.uint8))
+    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root)
+    config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
+    code, lines = _run_cli(capsys, "--config", config, "--mode", "reconstruction", "--checkpoint",
+                           parity_paths(shared_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, lines
+    assert str(root / "test" / "odd") in errors[0] and "50x70" in errors[0] and "multiples of 16" in errors[0]
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_config_file(setup, tmp_path, shared_dir, capsys):
+    config = write_eval_config(tmp_path / "config10.yaml", shared_dir, tmp_path / "data")
+    config.write_text(config.read_text().replace("num_regions: 5", "num_regions: 10"))
+    code, lines = _run_cli(capsys, "--config", config, "--mode", "reconstruction", "--checkpoint",
+                           parity_paths(shared_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
+    assert code == 1 and any(f"{config} asks for 10" in line for line in lines), lines

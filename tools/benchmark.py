@@ -8,7 +8,7 @@
 
 Parts (``--parts``, comma-separated; default inference,training,loader):
 
-- ``inference``: ``demo.make_animation`` (batched, source encoded once, optimised generator) against
+- ``inference``: ``animate.make_animation`` (batched, source encoded once, optimised generator) against
   :func:`reference_make_animation`, our emulation of the reference demo loop (batch 1, the generator's encoder
   run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on the CPU), at the best of a few batch
   sizes, both in this process (the allocator set alike for both); FLOPs per frame counted by
@@ -49,13 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from animate import VideoWriter, get_animation_region_params  # noqa: E402
+from animate import get_animation_region_params, make_animation  # noqa: E402
 from checkpoint import save_checkpoint  # noqa: E402
 from config import load_config  # noqa: E402
-from demo import load_checkpoints, make_animation  # noqa: E402
 from device import keep_freed_memory  # noqa: E402
 from frames_dataset import FramesDataset  # noqa: E402
+from inference import load_networks  # noqa: E402
 from losses import RandomTransform, Vgg19  # noqa: E402
+from media import VideoWriter  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.optimize import optimize_for_training  # noqa: E402
 from train import NETWORKS, ReconstructionModel  # noqa: E402
@@ -145,7 +146,7 @@ def machine(threads):
 def animation_models(config_path, checkpoint, seed=0):
     """(generator, region_predictor, avd_network) in eval mode on the CPU: from ``checkpoint``, else random."""
     if checkpoint:
-        return load_checkpoints(config_path, checkpoint, cpu=True)
+        return tuple(load_networks(config_path, checkpoint, "cpu").values())
     torch.manual_seed(seed)
     models = build_models(load_config(config_path))
     return tuple(models[name].eval() for name in ("generator", "region_predictor", "avd_network"))
@@ -408,13 +409,17 @@ def loader_benchmark(args, training):
 # ----------------------------------------------------------------------------------------------------------
 # Memory of the demo
 
-# Runs demo.main in a child process and prints its peak RSS in MB (ffmpeg's own processes not included). The
+# Runs demo.py in a child process and prints its peak RSS in MB (ffmpeg's own processes not included). The
 # child reads its own VmHWM: its getrusage maximum would include the parent's resident size at the fork.
 _DEMO_CHILD = """
-import resource, sys
+import resource, runpy, sys
 sys.path.insert(0, {root!r})
-import demo
-code = demo.main({argv!r})
+sys.argv = ['demo.py', *{argv!r}]
+try:
+    runpy.run_path({root!r} + '/demo.py', run_name='__main__')
+    code = 0
+except SystemExit as exit:
+    code = exit.code
 try:
     kb = [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]
 except (OSError, IndexError):

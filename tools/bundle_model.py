@@ -28,12 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules live one folder up
     sys.path.insert(0, str(REPO_ROOT))
 
-from animate import Animator, VideoWriter, frames_to_tensor, tensor_to_uint8  # noqa: E402
+from animate import Animator, frames_to_tensor, tensor_to_uint8  # noqa: E402
 from checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from config import ConfigError, load_config  # noqa: E402
-from demo import load_checkpoints, one_line  # noqa: E402
 from device import pick_device  # noqa: E402
-from frames_dataset import VideoReadError, identity_of, read_video  # noqa: E402
+from errors import one_line  # noqa: E402
+from frames_dataset import identity_of  # noqa: E402
+from inference import load_networks, missing_avd_error  # noqa: E402
+from media import VideoReadError, VideoWriter, read_video  # noqa: E402
 from modules.build import MODEL_NAMES, build_models  # noqa: E402
 from tools.eval_transfer import EvalError, read_test_pairs  # noqa: E402
 
@@ -53,8 +55,7 @@ def export_checkpoint(checkpoint_path, config_path, out_path, max_mb=MAX_MB):
     """
     config = load_config(config_path)
     if "avd_network" not in read_checkpoint(checkpoint_path):
-        raise BundleError(f"{checkpoint_path}: checkpoint has no avd_network (a first-stage checkpoint): bundle the "
-                          "second stage's, <epoch>-cpk-avd.pth, written by python run.py --mode train_avd")
+        raise missing_avd_error(checkpoint_path, "a bundle", "bundle the second stage's, <epoch>-cpk-avd.pth")
     models = build_models(config)
     checkpoint = load_checkpoint(checkpoint_path, models, config_name=str(config_path))
     epochs = {key: checkpoint[key] for key in EPOCHS if key in checkpoint}
@@ -154,9 +155,8 @@ def teaser_frames(driving, sources, animations, zoom=1):
 def write_teaser(config_path, checkpoint_path, data, out, driving_path, sources, fps=12, zoom=1, device="cpu"):
     """``<out>/teaser.gif``: ``sources`` (test videos) animated by the driving video at ``driving_path``."""
     frame_shape = tuple(load_config(config_path)["dataset_params"]["frame_shape"][:2])
-    networks = load_checkpoints(config_path, checkpoint_path, device=str(device))
-    if networks[2] is None:
-        raise CheckpointError(f"{checkpoint_path}: checkpoint has no avd_network, which the teaser (avd mode) needs")
+    networks = tuple(load_networks(config_path, checkpoint_path, device, avd_needed_by="the teaser (avd mode)",
+                                   instead="bundle a second-stage checkpoint").values())
     driving = read_video(driving_path, frame_shape)  # (T, H, W, 3), as the demo reads it
     driving_tensor = frames_to_tensor(driving, device)  # (T, C, H, W)
     stills, animations = [], []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from checkpoint import CheckpointError
 from config import ConfigError
-from demo import one_line
-from frames_dataset import VideoReadError
+from errors import one_line
+from media import VideoReadError
 
 
 class EvalError(RuntimeError):

@@ -34,7 +34,7 @@ from animate import batched, frames_to_tensor  # noqa: E402
 from checkpoint import load_checkpoint  # noqa: E402
 from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
-from frames_dataset import list_frames, read_image  # noqa: E402
+from media import list_frames, read_image  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
 

@@ -26,11 +26,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
     sys.path.insert(0, str(REPO_ROOT))
 
 from animate import ANIMATION_MODES, Animator, frames_to_tensor  # noqa: E402
-from checkpoint import CheckpointError  # noqa: E402
 from config import load_config  # noqa: E402
-from demo import load_checkpoints  # noqa: E402
 from device import pick_device  # noqa: E402
-from frames_dataset import read_video  # noqa: E402
+from inference import load_networks, missing_avd_error  # noqa: E402
+from media import read_video  # noqa: E402
 from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
 
 BASELINE = "copy_source"
@@ -90,9 +89,8 @@ def check_modes(modes, avd_network, checkpoint_path):
     if unknown:
         raise EvalError(f"unknown mode {unknown[0]!r}: use {', '.join(ANIMATION_MODES)}")
     if "avd" in modes and avd_network is None:
-        raise CheckpointError(f"{checkpoint_path}: checkpoint has no avd_network, so avd mode (the mode this "
-                              "evaluation is about) cannot run: train AVD first (python run.py --mode train_avd "
-                              "--checkpoint ...) or pass --modes standard relative")
+        raise missing_avd_error(checkpoint_path, "avd mode (the mode this evaluation is about)",
+                                "pass --modes standard relative")
 
 
 @torch.inference_mode()
@@ -102,7 +100,8 @@ def evaluate_checkpoint(config_path, checkpoint_path, data="data/puppets", devic
     start = time.perf_counter()
     rows = read_test_pairs(data)[:max_pairs]
     frame_shape = tuple(load_config(config_path).get("dataset_params", {}).get("frame_shape", (256, 256))[:2])
-    networks = load_checkpoints(config_path, checkpoint_path, device=str(device))
+    networks = load_networks(config_path, checkpoint_path, device)
+    networks = networks["generator"], networks["region_predictor"], networks.get("avd_network")
     check_modes(modes, networks[2], checkpoint_path)
     pairs = []
     for row in rows:

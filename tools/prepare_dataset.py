@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +40,10 @@ from skimage.transform import resize
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules live one folder up
+    sys.path.insert(0, str(REPO_ROOT))
+
+from media import VIDEO_EXTENSIONS, probe_error, stream_video  # noqa: E402
 CSV_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height")  # plus optional "partition"
 SPLITS = ("train", "test")
 FRAME_NAME = "{:07d}.png"  # zero-padded so that sorting by name is time order
@@ -92,22 +94,6 @@ class Job:
 
 
 # ----------------------------------------------------------------------------------------------- frames
-
-@contextmanager
-def stream_video(path):
-    """Open a video for streaming: yields (fps, frames), frames iterating (H, W, 3) uint8 RGB one at a time.
-
-    imageio's ffmpeg plug-in (imageio-ffmpeg, a dependency) pipes decoded frames, so no whole video is held;
-    GIFs, which that plug-in refuses, go through Pillow frame by frame. fps is 0.0 when the file states none.
-    """
-    if str(path).lower().endswith(".gif"):
-        with iio.imopen(path, "r", plugin="pillow") as video:
-            duration = video.metadata(index=0).get("duration") or 0  # milliseconds per frame
-            yield (1000.0 / duration if duration else 0.0), video.iter(mode="RGB")
-        return
-    with iio.imopen(path, "r", plugin="FFMPEG") as video:
-        yield float(video.metadata().get("fps") or 0.0), video.iter()
-
 
 def keep_for_fps(index, source_fps, target_fps):
     """Whether source frame `index` survives reducing source_fps to target_fps (first frame of each period)."""
@@ -463,16 +449,6 @@ def source_key(relative_path):
     return re.sub(r"[^\w.-]+", "_", relative_path.with_suffix("").as_posix())
 
 
-def probe(path):
-    """None when ffmpeg can read the file's header, else why not (first line of the error)."""
-    gif = path.suffix.lower() == ".gif"
-    try:
-        iio.immeta(path, **({"plugin": "pillow", "index": 0} if gif else {"plugin": "FFMPEG"}))
-    except Exception as error:  # any unreadable file is reported, whatever the exception
-        return f"unreadable as a video ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]})"
-    return None
-
-
 def video_jobs(folder, test_fraction, seed, workers=1):
     """(jobs, skipped files) for every readable video under folder (recursively), split per source video.
 
@@ -490,7 +466,7 @@ def video_jobs(folder, test_fraction, seed, workers=1):
             continue
         found[key] = path
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # ffmpeg runs in subprocesses: threads do
-        problems = dict(zip(found, pool.map(probe, found.values())))
+        problems = dict(zip(found, pool.map(probe_error, found.values())))
     skipped += [{"file": str(found.pop(key)), "reason": why} for key, why in problems.items() if why]
     splits = assign_splits(found, test_fraction, seed)
     return [Job(str(path), key, splits[key]) for key, path in sorted(found.items())], skipped
