@@ -33,7 +33,8 @@ TARGETS = ("auto", "face", "person")
 FACE_MARGIN = 0.5  # the face box grows by half its side on each side: forehead, hair and chin in, as in VoxCeleb
 PERSON_MARGIN = 0.05  # a little room around the figure
 FACE_OF_FRAME = 0.25  # auto: a face at least this fraction of the frame's short side is a talking head
-MIN_FACE_NEIGHBOURS = 5  # Haar detections supporting a face (the best-supported one is taken): real faces had 5-45
+MIN_FACE_NEIGHBOURS = 5  # Haar detections supporting a face candidate: real faces had 5-45 ...
+STRONG_FACE = 12  # ... and false ones (clothes, hands) 4-13; a face this well supported anchors a video's track
 MIN_PERSON_WEIGHT = 0.5  # HOG SVM score of a whole figure accepted without a face
 SCENE_GROWTH = 1.6  # a scene ends when the union of its objects grows past this many times their median side
 MEDIAN_WINDOW = 9  # frames over which the per-frame boxes are median-filtered
@@ -119,8 +120,9 @@ class Detector:
             frame, (round(frame.shape[1] / scale), round(frame.shape[0] / scale)), interpolation=self.cv2.INTER_AREA)
         return self.cv2.equalizeHist(self.cv2.cvtColor(small, self.cv2.COLOR_RGB2GRAY)), scale
 
-    def face(self, frame):
-        """The most supported face of a frame as a Box, or None (frontal first, then profiles both ways)."""
+    def faces(self, frame):
+        """Candidate faces of a frame: [(Box, support)], support being the number of Haar detections merged
+        into it. Frontal faces; profiles (both ways) only when no frontal face is found."""
         grey, scale = self._grey(frame)
         min_side = max(20, min(grey.shape) // 16)
         width = grey.shape[1]
@@ -128,12 +130,14 @@ class Detector:
             image = grey[:, ::-1].copy() if mirrored else grey
             found, support = cascade.detectMultiScale2(image, scaleFactor=1.1, minNeighbors=3,
                                                        minSize=(min_side, min_side))
-            if len(found) == 0 or max(support) < MIN_FACE_NEIGHBOURS:
-                continue
-            x, y, w, h = found[int(np.argmax(support))]
-            left = width - x - w if mirrored else x
-            return Box(left * scale, y * scale, (left + w) * scale, (y + h) * scale)
-        return None
+            candidates = []
+            for (x, y, w, h), n in zip(found, support):
+                left = width - x - w if mirrored else x
+                if n >= MIN_FACE_NEIGHBOURS:
+                    candidates.append((Box(left * scale, y * scale, (left + w) * scale, (y + h) * scale), int(n)))
+            if candidates:
+                return candidates
+        return []
 
     def person(self, frame):
         """The highest-scoring whole figure of HOG, as a Box, or None."""
@@ -159,25 +163,52 @@ def figure_from_face(face, frame_shape):
 
 @dataclass
 class Found:
-    """What one frame shows: the face and the figure (either may be None)."""
-    face: Optional[Box]
-    figure: Optional[Box]
+    """What one frame shows: candidate faces [(Box, support)] and HOG's figure (or None)."""
+    faces: list
+    body: Optional[Box]
+
+    @property
+    def face(self):
+        """The best-supported face, or None."""
+        return max(self.faces, key=lambda candidate: candidate[1])[0] if self.faces else None
 
 
 def look(frame, target, detector):
-    """Detections in one (H, W, 3) uint8 frame for ``target`` ('face', 'person' or 'auto')."""
-    face = detector.face(frame)
-    if target == "face":
-        return Found(face, None)
-    if face is not None:
-        figure = figure_from_face(face, frame.shape[:2])
-        body = detector.person(frame)
-        # a HOG figure counts only when the face sits in its top third: it is then the same person
-        if body is not None and body.left <= face.centre[0] <= body.right \
-                and body.top <= face.centre[1] <= body.top + body.height / 3:
-            figure = union([figure, body])
-        return Found(face, figure)
-    return Found(None, detector.person(frame))
+    """Detections in one (H, W, 3) uint8 frame for ``target`` ('face' or 'person')."""
+    return Found(detector.faces(frame), detector.person(frame) if target == "person" else None)
+
+
+def figure_of(face, body, frame_shape):
+    """The figure: estimated from the face, grown to HOG's figure when the face sits in that figure's top third
+    (it is then the same person); HOG's figure alone when there is no face."""
+    if face is None:
+        return body
+    figure = figure_from_face(face, frame_shape)
+    if body is not None and body.left <= face.centre[0] <= body.right \
+            and body.top <= face.centre[1] <= body.top + body.height / 3:
+        figure = union([figure, body])
+    return figure
+
+
+def track_faces(found):
+    """One face per frame (None where none or not looked), consistent over time.
+
+    Faces supported by at least STRONG_FACE detections anchor the track; in every frame the candidate nearest
+    the anchor nearest in time is kept when it is within one face side of it and of a similar size, so a
+    passing false detection (a hand, a pattern on clothes) does not pull the box. With no anchor, each frame's
+    best-supported face is kept.
+    """
+    best = [f.face if f else None for f in found]
+    anchors = [t for t, f in enumerate(found) if f and f.faces and max(n for _, n in f.faces) >= STRONG_FACE]
+    if not anchors:
+        return best
+    track = []
+    for t, f in enumerate(found):
+        anchor = best[min(anchors, key=lambda a: abs(a - t))]
+        near = [box for box, _ in (f.faces if f else [])
+                if math.dist(box.centre, anchor.centre) < anchor.side and 0.5 < box.side / anchor.side < 2]
+        track.append(min(near, key=lambda box: math.dist(box.centre, anchor.centre)) if near else None)
+    return track
 
 
 def resolve_target(target, faces, frame_shape):
@@ -270,8 +301,12 @@ def plan_scenes(found, target, frame_shape, like=None):
     ``like``: a source's report (dict); the boxes are then sized so that the face (else the object) takes the
     same fraction of the crop, at the same place, as in the cropped source.
     """
-    faces = fill_gaps([f.face if f else None for f in found])
-    objects = fill_gaps([(f.face if target == "face" else f.figure) if f else None for f in found])
+    tracked = track_faces(found)
+    faces = fill_gaps(tracked)
+    if target == "face":
+        objects = faces
+    else:
+        objects = fill_gaps([figure_of(face, f.body, frame_shape) if f else None for face, f in zip(tracked, found)])
     if all(b is None for b in objects):
         return []
     objects = median_filter(objects)
@@ -451,7 +486,7 @@ def detect_frames(frames, target, detector, num_frames, stride=1):
             frame = to_uint8(frame)
             if t >= len(found):
                 found.extend([None] * (t + 1 - len(found)))
-            found[t] = look(frame, "person" if target == "auto" else target, detector)
+            found[t] = look(frame, "person" if target == "auto" else target, detector)  # auto needs both
         count = t + 1
     return found[:count], count
 

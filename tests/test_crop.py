@@ -115,6 +115,13 @@ def test_median_filter_ignores_a_one_frame_misdetection():
     assert all(box == Box(10, 10, 50, 50) for box in cropping.median_filter(boxes))
 
 
+def test_a_passing_false_face_does_not_pull_the_track():
+    face, hand = Box(100, 10, 170, 80), Box(100, 200, 180, 280)
+    found = [cropping.Found([(face, 30)], None), cropping.Found([(hand, 6)], None),  # the face missed, a hand seen
+             cropping.Found([(hand, 7), (Box(104, 12, 172, 80), 5)], None), None]
+    assert cropping.track_faces(found) == [face, None, Box(104, 12, 172, 80), None]
+
+
 @pytest.mark.parametrize("jump, scenes", [(3, 1), (200, 2)])
 def test_a_scene_ends_only_where_the_object_leaves_the_box(jump, scenes):
     boxes = [Box(100, 100, 150, 150)] * 6 + [Box(100 + jump, 100, 150 + jump, 150)] * 6
