@@ -586,17 +586,22 @@ class CroppedInputs:
 def crop_inputs(source, driving, target, folder, size=256, box=None, preview=None, detector=None):
     """Crop a source image and a driving video for animation, into ``folder``.
 
-    The source is cropped for ``target`` (or to ``box``, a Box in its pixels); the driving video is cropped
-    --like the source, so its object has the source's scale and place (what relative mode needs). ``preview``:
-    where to write both previews side by side (the source's, then the driving video's).
+    The source is cropped for ``target``, and the driving video --like it, so that its object has the source's
+    scale and place (what relative mode needs). With ``box`` (a Box in the source's pixels, drawn by hand) only
+    the source is cropped: there is no detected object to match. ``preview``: where to write the previews side
+    by side (the source's, then the driving video's).
     """
     folder = Path(folder)
     detector = detector or Detector()
-    source_out, driving_out = folder / "source.png", folder / ("driving" + Path(driving).suffix.lower())
+    source_out = folder / "source.png"
     source_report = crop_image_file(source, source_out, target, size, box=box, detector=detector,
                                     preview=folder / "source.preview.png" if preview else None)
-    like = source_report if box is None else None  # a hand-made box has no detected object to match
-    driving_report = crop_video_file(driving, driving_out, target, size, like=like, detector=detector,
+    if box is not None:
+        if preview:
+            shutil.copyfile(folder / "source.preview.png", preview)
+        return CroppedInputs(source_out, Path(driving), source_report, {})
+    driving_out = folder / ("driving" + Path(driving).suffix.lower())
+    driving_report = crop_video_file(driving, driving_out, target, size, like=source_report, detector=detector,
                                      preview=folder / "driving.preview.png" if preview else None)
     if preview:
         images = [iio.imread(folder / name) for name in ("source.preview.png", "driving.preview.png")]
