@@ -190,8 +190,8 @@ def build_page(settings):
                     "it should copy, or use the example below; then press **Animate**.")
         with gr.Row():
             source = gr.Image(type="filepath", label="Source image (click two corners to set a crop box)",
-                              sources=["upload"], elem_id="source")
-            driving = gr.Video(label="Driving video", sources=["upload"], elem_id="driving")
+                              sources=["upload"], height=300, elem_id="source")
+            driving = gr.Video(label="Driving video", sources=["upload"], height=300, elem_id="driving")
         gr.Examples([[str(EXAMPLE[0]), str(EXAMPLE[1])]], inputs=[source, driving], label="Bundled example")
         with gr.Row():
             model = gr.Dropdown(names, value=names[0] if names else None, label="Model", elem_id="model")
@@ -204,8 +204,8 @@ def build_page(settings):
         button = gr.Button("Animate", variant="primary", elem_id="animate")
         status = gr.Textbox(label="Status", interactive=False, elem_id="status")
         with gr.Row():
-            result = gr.Video(label="Result", interactive=False, buttons=["download"], elem_id="result")
-            preview = gr.Image(label="Crop (green: the box used)", interactive=False, elem_id="preview")
+            result = gr.Video(label="Result", interactive=False, buttons=["download"], height=300, elem_id="result")
+            preview = gr.Image(label="Crop (green: the box used)", interactive=False, height=300, elem_id="preview")
         source.select(box_from_clicks, inputs=[box], outputs=[box, crop])
 
         def animate(source, driving, model, mode, crop, box, best, audio, progress=gr.Progress(track_tqdm=True)):
