@@ -270,3 +270,9 @@ def test_the_page_animates_an_upload_in_a_real_browser(browser, served, tmp_path
     assert played["time"] > 0 and played["width"] == 64  # it plays
     if os.environ.get("MRAA_SCREENSHOT"):  # docs/app.png: MRAA_SCREENSHOT=docs/app.png pytest -k real_browser
         browser.save_screenshot(os.environ["MRAA_SCREENSHOT"])
+
+
+def test_the_screenshot_in_the_readme_is_small():
+    screenshot = REPO_ROOT / "docs" / "app.png"
+    assert screenshot.exists() and screenshot.stat().st_size < 300 * 1024
+    assert iio.improps(screenshot).shape[1] >= 1000  # a whole page, readable
