@@ -20,11 +20,16 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+
+try:
+    import cv2
+except ImportError:  # installed by requirements-app.txt; require_opencv() says so where it is needed
+    cv2 = None
 
 from animate import VideoWriter
 from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_video_frames, read_image, video_info
@@ -44,6 +49,11 @@ DETECT_SIDE = 480  # frames are scaled down to this short side for the detectors
 
 class CropError(ValueError):
     """Input the cropper cannot use, or nothing found; the message names the file and what to do."""
+
+
+def require_opencv():
+    if cv2 is None:
+        raise CropError("cropping needs OpenCV: pip install -r requirements-app.txt")
 
 
 class Box(NamedTuple):
@@ -100,11 +110,7 @@ class Detector:
     """OpenCV's face cascades and HOG people detector, loaded once (about 50 ms)."""
 
     def __init__(self):
-        try:
-            import cv2
-        except ImportError:
-            raise CropError("cropping needs OpenCV: pip install -r requirements-app.txt") from None
-        self.cv2 = cv2
+        require_opencv()
         folder = Path(cv2.data.haarcascades)
         self.frontal = cv2.CascadeClassifier(str(folder / "haarcascade_frontalface_default.xml"))
         self.profile = cv2.CascadeClassifier(str(folder / "haarcascade_profileface.xml"))
@@ -116,9 +122,9 @@ class Detector:
     def _grey(self, frame):
         """(H, W, 3) uint8 -> equalised grey at most DETECT_SIDE on its short side, and the scale back."""
         scale = max(1.0, min(frame.shape[:2]) / DETECT_SIDE)
-        small = frame if scale == 1 else self.cv2.resize(
-            frame, (round(frame.shape[1] / scale), round(frame.shape[0] / scale)), interpolation=self.cv2.INTER_AREA)
-        return self.cv2.equalizeHist(self.cv2.cvtColor(small, self.cv2.COLOR_RGB2GRAY)), scale
+        small = frame if scale == 1 else cv2.resize(
+            frame, (round(frame.shape[1] / scale), round(frame.shape[0] / scale)), interpolation=cv2.INTER_AREA)
+        return cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)), scale
 
     def faces(self, frame):
         """Candidate faces of a frame: [(Box, support)], support being the number of Haar detections merged
@@ -353,7 +359,6 @@ def to_uint8(frame):
 
 def crop_frame(frame, box, size):
     """The ``box`` of an (H, W, 3) uint8 frame, resized to (size, size, 3) uint8."""
-    import cv2
     left, top, right, bottom = box
     patch = frame[top:bottom, left:right]  # (h, w, 3)
     interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_CUBIC
@@ -362,13 +367,13 @@ def crop_frame(frame, box, size):
 
 def draw_preview(frames, scenes):
     """The first frame of each scene with its crop box (green) and object (yellow), side by side; uint8."""
-    import cv2
     panels = []
     for frame, scene in zip(frames, scenes):
         panel = np.ascontiguousarray(frame.copy())
         thickness = max(2, min(frame.shape[:2]) // 150)
         obj = scene.object.rounded()
-        cv2.rectangle(panel, (obj.left, obj.top), (obj.right - 1, obj.bottom - 1), (255, 220, 0), max(1, thickness // 2))
+        cv2.rectangle(panel, (obj.left, obj.top), (obj.right - 1, obj.bottom - 1), (255, 220, 0),
+                      max(1, thickness // 2))
         cv2.rectangle(panel, (scene.box.left, scene.box.top), (scene.box.right - 1, scene.box.bottom - 1),
                       (0, 255, 0), thickness)
         panels.append(panel)
@@ -566,6 +571,7 @@ def copy_with_sound(video, original, out):
 
 def crop_file(path, out, **options):
     """Crop an image or a video, by the file's extension; returns the report."""
+    require_opencv()
     if is_video(path):
         return crop_video_file(path, out, **options)
     if not str(path).lower().endswith(IMAGE_EXTENSIONS):
@@ -611,7 +617,6 @@ def crop_inputs(source, driving, target, folder, size=256, box=None, preview=Non
 
 
 def _fit_height(image, height):
-    import cv2
     if image.shape[0] == height:
         return image
     return cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height), interpolation=cv2.INTER_AREA)

@@ -81,6 +81,15 @@ def test_listens_on_this_machine_only_and_makes_no_share_link_unless_asked():
     assert (options["server_name"], options["share"], options["server_port"]) == ("0.0.0.0", True, 8000)
 
 
+@pytest.mark.parametrize("argv, fragment", [(["--models", "EMPTY"], "no model found in EMPTY"),
+                                             (["--device", "tpu"], "unknown device 'tpu'")])
+def test_a_bad_command_line_is_one_error_line(argv, fragment, tmp_path, capsys):
+    argv = [arg.replace("EMPTY", str(tmp_path)) for arg in argv]
+    assert app.main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment.replace("EMPTY", str(tmp_path)) in lines[0]
+
+
 def test_no_analytics(settings):
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     assert app.build_page(settings).analytics_enabled is False
@@ -241,7 +250,8 @@ PLAY = """
 const video = arguments[0], done = arguments[arguments.length - 1];
 const report = () => done({duration: video.duration, time: video.currentTime, width: video.videoWidth,
                            error: video.error && video.error.code});
-const play = () => { video.muted = true; video.play().then(() => setTimeout(report, 700), e => done({error: String(e)})); };
+const play = () => { video.muted = true;
+                     video.play().then(() => setTimeout(report, 700), e => done({error: String(e)})); };
 if (video.readyState >= 1) play(); else { video.addEventListener('loadedmetadata', play); setTimeout(report, 15000); }
 """
 

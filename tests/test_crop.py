@@ -71,6 +71,15 @@ def test_astronaut_box_contains_her_face(target, tmp_path, detector):
         assert Box(*report["box"]).side < 2.5 * ASTRONAUT_FACE.side
 
 
+def test_a_large_photo_is_detected_small_and_boxed_in_its_own_pixels(tmp_path, detector):
+    import cv2
+    path = tmp_path / "astronaut1024.png"
+    iio.imwrite(path, cv2.resize(skimage.data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC))
+    report = cropping.crop_file(path, tmp_path / "out.png", target="face", size=64, detector=detector)
+    assert_square_containing(report["box"], Box(*(2 * v for v in ASTRONAUT_FACE)))
+    assert Box(*report["box"]).side < 5 * ASTRONAUT_FACE.side
+
+
 @pytest.mark.parametrize("target", ["face", "person"])
 def test_realworld_source_box_contains_face_or_figure(target, tmp_path, realworld_dir, detector):
     report = cropping.crop_file(realworld_dir / "source.png", tmp_path / "s.png", target=target, size=64,
