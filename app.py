@@ -161,7 +161,9 @@ def run_request(settings, source, driving, model, mode, crop, box, find_best_fra
         animate_files(config, checkpoint, source, driving, result, mode, find_best_frame, audio, settings.device)
         return str(result), preview, f"done: {model}, {mode} mode, crop {crop}"
     except (AppError, cropping.CropError, ConfigError, VideoReadError) as error:
-        return None, None, f"error: {' '.join(str(error).split())}"
+        message = str(error).replace(cropping.HAND_BOX_HINT, "choose the crop 'box' and click two corners of it on "
+                                                             "the source image")
+        return None, None, f"error: {' '.join(message.split())}"
     except Exception as error:  # a bug: the page gets one line, the server's log the traceback
         traceback.print_exc()
         return None, None, f"error: internal error ({type(error).__name__}: {' '.join(str(error).split())})"

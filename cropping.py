@@ -445,9 +445,12 @@ def is_video(path):
     return str(path).lower().endswith(VIDEO_EXTENSIONS)
 
 
+HAND_BOX_HINT = "give the crop by hand with tools/crop.py --box LEFT,TOP,RIGHT,BOTTOM (pixels)"
+
+
 def _nothing_found(path, target):
     what = {"face": "no face", "person": "no person", "auto": "no face or person"}[target]
-    return CropError(f"{path}: {what} found; give the crop by hand with --box LEFT,TOP,RIGHT,BOTTOM (pixels)")
+    return CropError(f"{path}: {what} found; {HAND_BOX_HINT}")
 
 
 def _report(path, target, size, frame_shape, scenes, num_frames=None):

@@ -156,7 +156,7 @@ def test_two_users_at_once_get_their_own_results(settings, tmp_path):
     ({"source": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"driving": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"crop": "box", "box": "1,2"}, ["crop box '1,2'", "LEFT,TOP,RIGHT,BOTTOM"]),
-    ({"crop": "face"}, ["no face found", "--box"]),
+    ({"crop": "face"}, ["no face found", "choose the crop 'box'"]),
     ({"mode": "sideways"}, ["mode one of"]),
 ])
 def test_bad_input_is_one_line_on_the_page(change, fragments, settings, clip):
