@@ -41,7 +41,7 @@ FACE_OF_FRAME = 0.25  # auto: a face at least this fraction of the frame's short
 MIN_FACE_NEIGHBOURS = 5  # Haar detections supporting a face candidate: real faces had 5-45 ...
 STRONG_FACE = 12  # ... and false ones (clothes, hands) 4-13; a face this well supported anchors a video's track
 MIN_PERSON_WEIGHT = 0.5  # HOG SVM score of a whole figure accepted without a face
-SCENE_GROWTH = 1.6  # a scene ends when the union of its objects grows past this many times their median side
+SCENE_GROWTH = 1.6  # a scene ends when the union of its objects grows past this many times their mean side
 MEDIAN_WINDOW = 9  # frames over which the per-frame boxes are median-filtered
 MAX_DETECTIONS = 120  # frames of a video looked at (evenly spaced); the others take their neighbours' box
 DETECT_SIDE = 480  # frames are scaled down to this short side for the detectors
@@ -252,16 +252,20 @@ def median_filter(boxes, window=MEDIAN_WINDOW):
 
 def split_scenes(boxes, growth=SCENE_GROWTH):
     """Frame ranges [(start, end), ...] (end inclusive) over which the union of ``boxes`` stays within ``growth``
-    times their median side: a new scene starts where the object leaves the box."""
+    times their mean side: a new scene starts where the object leaves the box. Linear in the frame count."""
+    array = np.array(boxes, dtype=np.float64)  # (T, 4): left, top, right, bottom
+    sides = np.maximum(array[:, 2] - array[:, 0], array[:, 3] - array[:, 1])  # (T,)
     scenes, start = [], 0
-    for t in range(1, len(boxes) + 1):
-        if t == len(boxes):
-            scenes.append((start, t - 1))
-            break
-        median_side = float(np.median([b.side for b in boxes[start:t + 1]]))
-        if union(boxes[start:t + 1]).side > growth * median_side:
-            scenes.append((start, t - 1))
-            start = t
+    while start < len(array):
+        rest = array[start:]  # (T', 4)
+        low = np.minimum.accumulate(rest[:, :2], axis=0)  # (T', 2): the union's left, top so far
+        high = np.maximum.accumulate(rest[:, 2:], axis=0)  # (T', 2): its right, bottom
+        union_side = (high - low).max(axis=1)  # (T',)
+        mean_side = np.cumsum(sides[start:]) / np.arange(1, len(rest) + 1)  # (T',)
+        grown = np.flatnonzero(union_side > growth * mean_side)
+        end = start + (int(grown[0]) if len(grown) else len(rest))  # first frame of the next scene
+        scenes.append((start, end - 1))
+        start = end
     return scenes
 
 
