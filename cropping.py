@@ -31,7 +31,7 @@ try:
 except ImportError:  # installed by requirements-app.txt; require_opencv() says so where it is needed
     cv2 = None
 
-from animate import VideoWriter
+from animate import VIDEO_FORMATS, VideoWriter
 from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_video_frames, read_image, video_info
 
 TARGETS = ("auto", "face", "person")
@@ -579,11 +579,16 @@ def copy_with_sound(video, original, out):
 def crop_file(path, out, **options):
     """Crop an image or a video, by the file's extension; returns the report."""
     require_opencv()
+    suffix = Path(out).suffix.lower()
     if is_video(path):
+        if suffix not in VIDEO_FORMATS:
+            raise CropError(f"--out {out}: a video's crop is a video: use one of {', '.join(VIDEO_FORMATS)}")
         return crop_video_file(path, out, **options)
     if not str(path).lower().endswith(IMAGE_EXTENSIONS):
         raise CropError(f"{path}: expected an image ({', '.join(IMAGE_EXTENSIONS)}) or a video "
                         f"({', '.join(VIDEO_EXTENSIONS)})")
+    if suffix not in IMAGE_EXTENSIONS:
+        raise CropError(f"--out {out}: an image's crop is an image: use one of {', '.join(IMAGE_EXTENSIONS)}")
     options.pop("max_detections", None)
     return crop_image_file(path, out, **options)
 

@@ -221,11 +221,16 @@ def test_nothing_found_is_one_line_suggesting_box_and_keeps_the_old_output(tmp_p
     (["IMG", "--out", "o.png", "--like", "missing.json"], ["missing.json: crop report not found"]),
     (["IMG", "--out", "o.png", "--like", "IMG"], ["not a crop report"]),
     (["IMG", "--out", "IMG"], ["is the input itself"]),
+    (["IMG", "--out", "o.mp4"], ["--out o.mp4: an image's crop is an image"]),
+    (["CLIP", "--out", "o.png"], ["--out o.png: a video's crop is a video"]),
+    (["notes.txt", "--out", "o.png"], ["notes.txt: expected an image"]),
 ])
 def test_bad_input_is_one_error_line(argv, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     iio.imwrite(tmp_path / "img.png", np.full((200, 200, 3), 90, np.uint8))
-    argv = [arg.replace("IMG", "img.png") for arg in argv]
+    write_clip(tmp_path / "clip.mp4", np.full((2, 64, 64, 3), 90, np.uint8))
+    (tmp_path / "notes.txt").write_text("not a picture")
+    argv = [arg.replace("IMG", "img.png").replace("CLIP", "clip.mp4") for arg in argv]
     assert_one_error(*run(capsys, *argv), *[f.replace("IMG", "img.png") for f in fragments])
 
 

@@ -48,7 +48,7 @@ def main(argv=None):
         like = read_report(args.like) if args.like else None
         report = crop_file(args.input, args.out, target=args.target, size=args.size, box=box, like=like,
                            preview=args.preview, report=args.report)
-    except (CropError, VideoReadError, OSError) as error:
+    except (CropError, VideoReadError, ValueError, OSError) as error:  # a full disk, an unwritable folder, ...
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     for scene in report["scenes"]:
