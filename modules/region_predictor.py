@@ -71,8 +71,7 @@ class RegionPredictor(nn.Module):
         self.temperature = temperature
         self.scale_factor = scale_factor
         self.pca_based = pca_based
-        # fast_svd selected an external batched SVD in the reference; our closed form serves both settings.
-        self.fast_svd = fast_svd
+        del fast_svd  # a config key: the reference's switch to an external batched SVD; ours serves both settings
         if self.scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, self.scale_factor)
 
