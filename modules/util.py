@@ -27,13 +27,34 @@ def make_coordinate_grid(spatial_size, dtype=torch.float32, device=None):
     return torch.stack([xx, yy], dim=2)  # (h, w, 2)
 
 
+def exporting():
+    """Whether the forward is being traced into a graph (ONNX export): then 2x2 inverses and SVDs take closed forms,
+    since a graph holds neither LAPACK calls nor branches on values."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def inverse_2x2(matrices):
+    """Closed-form inverse of each (..., 2, 2) matrix, adjugate over determinant: element-wise arithmetic only.
+
+    A singular matrix gives non-finite entries, as ``torch.linalg.inv_ex`` without its error check does.
+    """
+    a, b = matrices[..., 0, 0], matrices[..., 0, 1]  # (...,)
+    c, d = matrices[..., 1, 0], matrices[..., 1, 1]
+    det = a * d - b * c  # (...,)
+    adjugate = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)  # (..., 2, 2)
+    return adjugate / det[..., None, None]  # (..., 2, 2)
+
+
 def inverse(matrices):
     """Inverse of each (..., n, n) matrix, without waiting for the device.
 
     On the CPU this is LAPACK's inverse (what the published weights were trained with), with the pseudo-inverse
-    for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check: ``torch.inverse`` would copy its
-    error flags to the host and so stall the GPU on every call; a singular matrix gives non-finite entries instead.
+    for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check:
+    ``torch.inverse`` would copy its error flags to the host and so stall the GPU on every call; a singular matrix
+    gives non-finite entries instead. In an exported graph, the closed form :func:`inverse_2x2`.
     """
+    if exporting() and matrices.shape[-2:] == (2, 2):
+        return inverse_2x2(matrices)
     if matrices.device.type == "cpu":
         result, info = torch.linalg.inv_ex(matrices)  # the same LAPACK inverse, with its status per matrix
         if bool(info.any()):  # a degenerate region (say, from a poorly trained AVD network): no crash
