@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,9 @@ def _export(module, inputs, names, outputs, batched, path):
     dynamic = tuple({0: batch} if name in batched else None for name in names)
     if isinstance(module, GeneratorGraph):
         dynamic = (dynamic[0], dynamic[1:])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Every batched input shares the one batch axis, which the exporter reports once per extra input.
+        warnings.filterwarnings("ignore", message=".*shares the same shape constraints with another axis")
         torch.onnx.export(module.eval(), tuple(inputs), str(path), dynamo=True, opset_version=OPSET,
                           input_names=list(names), output_names=list(outputs), dynamic_shapes=dynamic,
                           external_data=False, verbose=False, verify=False)

@@ -238,3 +238,25 @@ def test_sparse_motions_gradcheck():
     bg = torch.eye(3, dtype=torch.float64)[None] + 0.1 * _random(1, 3, 3, seed=8)
     inputs = (_random(1, 2, 2) - 0.5, _spd(2, 1) + 0.5, _random(1, 2, 2, seed=2) - 0.5, _spd(2, 3) + 0.5, bg)
     assert torch.autograd.gradcheck(motions, tuple(x.requires_grad_(True) for x in inputs), eps=1e-6, atol=1e-5)
+
+
+def test_closed_form_inverse_matches_lapack():
+    from modules.util import inverse_2x2
+    a = _random(500, 2, 2, seed=9) - 0.5
+    a = a[torch.linalg.det(a).abs() > 1e-2]  # (n, 2, 2), away from singular
+    assert torch.allclose(inverse_2x2(a), torch.linalg.inv(a), rtol=1e-10, atol=1e-12)
+
+
+def test_traced_forward_takes_the_closed_forms(monkeypatch):
+    """While a graph is traced, inverses and the region SVD avoid LAPACK (a graph cannot hold it), with the same
+    numbers up to float rounding."""
+    import modules.region_predictor as region_predictor
+    import modules.util as util
+    covar = _spd(50, seed=10).float()  # (1, 50, 2, 2)
+    expected_affine, expected_inverse = region_predictor.covar_to_affine(covar)[0], util.inverse(covar)
+    monkeypatch.setattr(util.torch.linalg, "svd", lambda *a, **k: pytest.fail("LAPACK SVD while exporting"))
+    monkeypatch.setattr(util.torch.linalg, "inv_ex", lambda *a, **k: pytest.fail("LAPACK inverse while exporting"))
+    monkeypatch.setattr(util, "exporting", lambda: True)
+    monkeypatch.setattr(region_predictor, "exporting", lambda: True)
+    assert torch.allclose(region_predictor.covar_to_affine(covar)[0], expected_affine, atol=1e-5)
+    assert torch.allclose(util.inverse(covar), expected_inverse, rtol=1e-4, atol=1e-5)
