@@ -19,6 +19,7 @@ numpy or torch tensors in and the same kind out: ``animate.Animator(..., optimiz
 are. :func:`cached_export` reuses an export made before for the same config, checkpoint and frame size.
 """
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -41,6 +42,19 @@ REGION_KEYS = ("shift", "heatmap", "covar", "affine")  # what the region predict
 AVD_KEYS = ("shift", "affine", "covar")
 GENERATOR_OUTPUTS = ("prediction", "deformed", "optical_flow", "occlusion_map")
 EXPORT_BATCH = 2  # the example batch traced: a batch of 1 would be taken for a constant
+
+
+class OnnxBackendError(RuntimeError):
+    """The ONNX backend cannot run here (a package missing, graphs of another format); the message says what to do."""
+
+
+def _require(name):
+    """Import an optional package of requirements-onnx.txt, or say how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise OnnxBackendError(f"the ONNX backend needs the package {name}: pip install -r requirements-onnx.txt"
+                               ) from None
 
 
 class RegionPredictorGraph(nn.Module):
@@ -104,6 +118,7 @@ def _export(module, inputs, names, outputs, batched, path):
     dynamic = tuple({0: batch} if name in batched else None for name in names)
     if isinstance(module, GeneratorGraph):
         dynamic = (dynamic[0], dynamic[1:])
+    _require("onnx"), _require("onnxscript")  # what torch.onnx's exporter imports
     with torch.no_grad(), warnings.catch_warnings():
         # Every batched input shares the one batch axis, which the exporter reports once per extra input.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints with another axis")
@@ -241,7 +256,7 @@ class _Graph:
     """One ONNX Runtime session: call it with tensors in the manifest's input order, get a dict of outputs."""
 
     def __init__(self, path, names, threads=None):
-        import onnxruntime  # only the ONNX backend needs it (requirements-onnx.txt)
+        onnxruntime = _require("onnxruntime")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -265,9 +280,10 @@ def _to_numpy(tensor):
 def _one_source(tensor, what):
     """The batch-1 form of a source input: given as batch 1, or as one source repeated along the batch (as
     ``animate.Animator`` expands it); the graphs take one source per call."""
-    if tensor.shape[0] == 1:
-        return tensor
     first = tensor[:1]
+    batch_stride = tensor.stride(0) if torch.is_tensor(tensor) else tensor.strides[0]
+    if tensor.shape[0] == 1 or batch_stride == 0:
+        return first  # batch 1, or a view of one source repeated
     same = torch.equal(tensor, first.expand_as(tensor)) if torch.is_tensor(tensor) else \
         np.array_equal(tensor, np.broadcast_to(first, tensor.shape))
     if not same:
@@ -335,8 +351,8 @@ class OnnxNetworks:
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST).read_text())
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{folder} holds graphs of format {manifest.get('format')}, this code reads {FORMAT}: "
-                             "export them again")
+            raise OnnxBackendError(f"{folder} holds graphs of format {manifest.get('format')}, this code reads "
+                               f"{FORMAT}: export them again")
         self.frame_shape = tuple(manifest["frame_shape"])
         graphs = {name: _Graph(folder / f"{name}.onnx", names, threads) for name, names in manifest["graphs"].items()}
         inputs = manifest["graphs"]["generator"]["inputs"]

@@ -213,3 +213,16 @@ def test_parity_animation(name, mode, shared_dir, parity_exports):
     animator = Animator(source, onnx.generator, onnx.region_predictor, onnx.avd_network, mode=mode,
                         optimize=False)
     assert_close(animator(driving)["prediction"], expected[f"animate.{mode}.prediction"], f"{name} {mode}")
+
+
+def test_a_missing_package_is_named_with_the_fix(monkeypatch):
+    real_import = onnx_backend.importlib.import_module
+
+    def import_module(name):
+        if name == "onnxruntime":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name)
+
+    monkeypatch.setattr(onnx_backend.importlib, "import_module", import_module)
+    with pytest.raises(onnx_backend.OnnxBackendError, match="onnxruntime: pip install -r requirements-onnx.txt"):
+        onnx_backend._require("onnxruntime")

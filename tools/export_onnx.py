@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # run as a script: the project's modules live one
 
 from checkpoint import CheckpointError  # noqa: E402
 from config import ConfigError, load_config  # noqa: E402
-from onnx_backend import export_checkpoint  # noqa: E402
+from onnx_backend import OnnxBackendError, export_checkpoint  # noqa: E402
 
 
 def parse_shape(text):
@@ -51,7 +51,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         out = export_checkpoint(args.config, args.checkpoint, args.out, frame_shape(args))
-    except (ConfigError, CheckpointError, ValueError, OSError) as error:
+    except (ConfigError, CheckpointError, OnnxBackendError, ValueError, OSError) as error:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
         return 1
