@@ -12,8 +12,8 @@ Four graphs, each with a dynamic batch axis where frames go (opset ``OPSET``):
   ``covar``.
 
 The generator is exported in its fast form (``modules.optimize.optimize_for_inference``, plain layout, no
-Winograd). While the forward is traced, 2x2 inverses and SVDs take their closed forms (``modules.util.exporting``), the SVD
-with LAPACK's signs, so the graphs compute what the torch path computes. :class:`OnnxNetworks` loads a folder
+Winograd). While the forward is traced, 2x2 inverses and SVDs take their closed forms (``modules.util.exporting``),
+the SVD with LAPACK's signs, so the graphs compute what the torch path computes. :class:`OnnxNetworks` loads a folder
 of graphs and offers ``region_predictor(image)``, ``generator(source, driving_params, source_params, bg_params,
 source_features=...)``, ``generator.encode(source)`` and ``avd_network(source_params, driving_params)`` with
 numpy or torch tensors in and the same kind out: ``animate.Animator(..., optimize=False)`` runs on them as they
