@@ -373,3 +373,11 @@ class OnnxNetworks:
         ``cache_dir`` the first time (see :func:`cached_export`)."""
         folder, _ = cached_export(config_path, checkpoint_path, frame_shape, cache_dir)
         return cls(folder, threads)
+
+
+def load_onnx_checkpoints(config_path, checkpoint_path, frame_shape, cache_dir=None, threads=None):
+    """``demo.load_checkpoints`` for ONNX Runtime: (generator, region_predictor, avd_network or None) for frames of
+    ``frame_shape`` (H, W), exported the first time. Animate with them through ``animate.Animator(...,
+    optimize=False)`` in float32, on the CPU."""
+    networks = OnnxNetworks.from_checkpoint(config_path, checkpoint_path, frame_shape, cache_dir, threads)
+    return networks.generator, networks.region_predictor, networks.avd_network

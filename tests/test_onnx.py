@@ -15,7 +15,8 @@ from tools import export_onnx  # noqa: E402
 
 TOLERANCE = 1e-4
 SIZE = (32, 32)  # tests/data/tiny.yaml's frames
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Each export traces the networks for tens of seconds: the whole module is in the slow tier.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def smooth_images(batch, seed, size=SIZE):
@@ -174,7 +175,6 @@ def parity_case(shared_dir, cache, name):
     return onnx_backend.OnnxNetworks(graphs, threads=1), dict(np.load(folder / "expected.npz"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_parity_forward(name, shared_dir, parity_exports):
     onnx, expected = parity_case(shared_dir, parity_exports, name)
@@ -196,7 +196,6 @@ def test_parity_forward(name, shared_dir, parity_exports):
             assert_close(avd[key], expected[f"avd.{key}"], f"{name}: avd.{key}")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mraa", "fomm_like"])  # keypoints_only has no animation arrays
 @pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
 def test_parity_animation(name, mode, shared_dir, parity_exports):
@@ -226,3 +225,17 @@ def test_a_missing_package_is_named_with_the_fix(monkeypatch):
     monkeypatch.setattr(onnx_backend.importlib, "import_module", import_module)
     with pytest.raises(onnx_backend.OnnxBackendError, match="onnxruntime: pip install -r requirements-onnx.txt"):
         onnx_backend._require("onnxruntime")
+
+
+def test_load_onnx_checkpoints_gives_the_demo_triple_from_the_cache(tiny, monkeypatch):
+    config, checkpoint, cache, models, _ = tiny
+    monkeypatch.setattr(onnx_backend, "export_networks", lambda *a: pytest.fail("exported again"))
+    generator, region_predictor, avd_network = onnx_backend.load_onnx_checkpoints(config, checkpoint, SIZE,
+                                                                                  cache_dir=cache, threads=1)
+    image = smooth_images(1, 5)
+    features = generator.encode(image)
+    with torch.no_grad():
+        expected = models["generator"].encode(image)
+    assert len(features) == len(expected) and avd_network is not None
+    for ours, theirs in zip(features, expected):
+        assert_close(ours, theirs, "source features")
