@@ -7,6 +7,15 @@ from modules.pixelwise_flow_predictor import PixelwiseFlowPredictor
 from modules.util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, channels, warp
 
 
+def resize_flow(optical_flow, size):
+    """A flow (B, h, w, 2) bilinearly resized to ``size`` (H, W); returned as it is when already that size."""
+    if tuple(optical_flow.shape[1:3]) == tuple(size):
+        return optical_flow
+    flow = F.interpolate(optical_flow.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear",
+                         align_corners=False)  # (B, 2, H, W)
+    return flow.permute(0, 2, 3, 1)  # (B, H, W, 2)
+
+
 class Generator(nn.Module):
     """Encoder-decoder that renders the driving frame from the source image and the two frames' regions."""
 
@@ -33,17 +42,16 @@ class Generator(nn.Module):
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
         self.num_channels = num_channels
         self.skips = skips
-        self.fused_blend = False  # blend by one torch.lerp (modules.optimize sets it): same numbers up to rounding
 
     @staticmethod
     def deform_input(inp, optical_flow):
-        """Warp ``inp`` (B, C, H, W) by ``optical_flow`` (B, h, w, 2), resizing the flow to (H, W) if needed."""
-        _, h_flow, w_flow, _ = optical_flow.shape
-        _, _, h, w = inp.shape
-        if (h_flow, w_flow) != (h, w):
-            optical_flow = F.interpolate(optical_flow.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                                         align_corners=False).permute(0, 2, 3, 1)  # (B, H, W, 2)
-        return warp(inp, optical_flow)
+        """Warp ``inp`` (B, C, H, W) by ``optical_flow`` (B, h, w, 2), resized to (H, W) if needed."""
+        return warp(inp, resize_flow(optical_flow, inp.shape[2:]))  # (B, C, H, W)
+
+    @staticmethod
+    def blend(skip, previous, occlusion_map):
+        """Warped source features where the occlusion map says the source is visible, the decoder's elsewhere."""
+        return skip * occlusion_map + previous * (1 - occlusion_map)
 
     def apply_optical(self, input_previous=None, input_skip=None, motion_params=None):
         """Warp a skip connection by the flow and blend it with the decoder's output under the occlusion map."""
@@ -58,10 +66,7 @@ class Generator(nn.Module):
                                           align_corners=False)
         if input_previous is None:
             return input_skip * occlusion_map
-        if self.fused_blend:  # previous + occ (skip - previous): one pass over the maps instead of four
-            dtype = torch.result_type(input_skip, input_previous)  # lerp does not promote (autocast mixes them)
-            return torch.lerp(input_previous.to(dtype), input_skip.to(dtype), occlusion_map.to(dtype))
-        return input_skip * occlusion_map + input_previous * (1 - occlusion_map)
+        return self.blend(input_skip, input_previous, occlusion_map)
 
     def encode(self, source_image):
         """Feature maps of the source, the input of ``first`` excluded: [first, down_1, ..., down_n].
@@ -85,7 +90,7 @@ class Generator(nn.Module):
         skips = source_features if source_features is not None else self.encode(source_image)
         skips = [s.expand(B, *s.shape[1:]) for s in skips]
         out = skips[-1]
-        output_dict = {"bottle_neck_feat": out}
+        output_dict = {}
         motion_params = None
         if self.pixelwise_flow_predictor is not None:
             motion_params = self.pixelwise_flow_predictor(source_image=source_image,

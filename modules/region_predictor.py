@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.svd import svd_2x2
-from modules.util import LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, float32_geometry, make_coordinate_grid
+from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, exporting, float32_geometry,
+                          make_coordinate_grid)
 
 
 def heatmap_moments(heatmap):
@@ -30,8 +31,8 @@ def covar_to_affine(covar):
     """Eq. 4: ``affine = U diag(sqrt(S))`` from the SVD ``covar = U S V^T``, in float32 at least.
 
     The published weights were trained with the CPU LAPACK SVD and its signs. On the CPU that is what runs; on
-    other devices a closed form that follows LAPACK's steps runs on the device itself (``modules/svd.py``),
-    with no round trip to the host.
+    other devices, and in an exported graph, a closed form that follows LAPACK's steps runs on the device itself
+    (``modules/svd.py``), with no round trip to the host.
 
     Args:
         covar: (..., 2, 2)
@@ -39,7 +40,7 @@ def covar_to_affine(covar):
         affine (..., 2, 2), u (..., 2, 2), d (..., 2, 2) with d = diag(sqrt(S)).
     """
     covar32 = covar.float() if covar.dtype in LOW_PRECISION else covar
-    if covar32.device.type == "cpu":
+    if covar32.device.type == "cpu" and not exporting():
         u, s, _ = torch.linalg.svd(covar32)  # (..., 2, 2), (..., 2)
     else:
         u, s = svd_2x2(covar32)
@@ -71,8 +72,7 @@ class RegionPredictor(nn.Module):
         self.temperature = temperature
         self.scale_factor = scale_factor
         self.pca_based = pca_based
-        # fast_svd selected an external batched SVD in the reference; our closed form serves both settings.
-        self.fast_svd = fast_svd
+        del fast_svd  # a config key: the reference's switch to an external batched SVD; ours serves both settings
         if self.scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, self.scale_factor)
 

@@ -27,13 +27,34 @@ def make_coordinate_grid(spatial_size, dtype=torch.float32, device=None):
     return torch.stack([xx, yy], dim=2)  # (h, w, 2)
 
 
+def exporting():
+    """Whether the forward is being traced into a graph (ONNX export): then 2x2 inverses and SVDs take closed forms,
+    since a graph holds neither LAPACK calls nor branches on values."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def inverse_2x2(matrices):
+    """Closed-form inverse of each (..., 2, 2) matrix, adjugate over determinant: element-wise arithmetic only.
+
+    A singular matrix gives non-finite entries, as ``torch.linalg.inv_ex`` without its error check does.
+    """
+    a, b = matrices[..., 0, 0], matrices[..., 0, 1]  # (...,)
+    c, d = matrices[..., 1, 0], matrices[..., 1, 1]
+    det = a * d - b * c  # (...,)
+    adjugate = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)  # (..., 2, 2)
+    return adjugate / det[..., None, None]  # (..., 2, 2)
+
+
 def inverse(matrices):
     """Inverse of each (..., n, n) matrix, without waiting for the device.
 
     On the CPU this is LAPACK's inverse (what the published weights were trained with), with the pseudo-inverse
-    for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check: ``torch.inverse`` would copy its
-    error flags to the host and so stall the GPU on every call; a singular matrix gives non-finite entries instead.
+    for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check:
+    ``torch.inverse`` would copy its error flags to the host and so stall the GPU on every call; a singular matrix
+    gives non-finite entries instead. In an exported graph, the closed form :func:`inverse_2x2`.
     """
+    if exporting() and matrices.shape[-2:] == (2, 2):
+        return inverse_2x2(matrices)
     if matrices.device.type == "cpu":
         result, info = torch.linalg.inv_ex(matrices)  # the same LAPACK inverse, with its status per matrix
         if bool(info.any()):  # a degenerate region (say, from a poorly trained AVD network): no crash
@@ -93,36 +114,9 @@ def from_homogeneous(coordinates):
     return coordinates[..., :2] / coordinates[..., 2:3]
 
 
-def is_channels_last(x):
-    """Whether a 4-D tensor (or a batch-expanded view of one) is laid out (B, H, W, C) in memory, C > 1."""
-    return x.dim() == 4 and x.stride(1) < x.stride(3)
-
-
-class _ChannelsLastGradient(torch.autograd.Function):
-    """The identity, whose backward hands its gradient on in channels-last layout."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last)
-
-
 def warp(image, grid):
-    """Bilinear sampling of ``image`` (B, C, H, W) at ``grid`` (B, h, w, 2) in [-1, 1], zeros outside.
-
-    The result, and in training the image's gradient, keep the image's memory format: grid_sample returns plain
-    contiguous tensors both ways, which would make every channels-last convolution or pooling next to it copy
-    (the pooling backward of the generator's first down block took 0.4 s of a vox256 training step so).
-    """
-    if is_channels_last(image):
-        if image.requires_grad and torch.is_grad_enabled():
-            image = _ChannelsLastGradient.apply(image)
-        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out.contiguous(memory_format=torch.channels_last)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    """Bilinear sampling of ``image`` (B, C, H, W) at ``grid`` (B, h, w, 2) in [-1, 1], zeros outside."""
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, C, h, w)
 
 
 class ResBlock2d(nn.Module):
@@ -134,67 +128,24 @@ class ResBlock2d(nn.Module):
         self.conv2 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
         self.norm1 = nn.BatchNorm2d(in_features, affine=True)
         self.norm2 = nn.BatchNorm2d(in_features, affine=True)
-        self.inplace = False  # ReLU and sum written over intermediates (modules.optimize sets it): same numbers
 
     def forward(self, x):
-        out = self.conv1(F.relu(self.norm1(x), inplace=self.inplace))
-        out = self.conv2(F.relu(self.norm2(out), inplace=self.inplace))
-        return out.add_(x) if self.inplace else x + out
-
-
-# Input maps from this many pixels on take the transposed form: measured faster on CPUs from 16x16 on; on
-# smaller maps the transposed kernel's re-layout on every call costs more than the multiply-adds it saves.
-TRANSPOSED_MIN_PIXELS = 256
-
-
-def _sum_taps(weight, dim):
-    """Along ``dim``, 3 taps (w0, w1, w2) -> the 4 taps (w2, w1 + w2, w0 + w1, w0) of the transposed kernel."""
-    w0, w1, w2 = weight.unbind(dim)
-    return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
-
-
-def nearest_upsampling_kernel(weight):
-    """The transposed-convolution kernel that equals nearest x2 up-sampling followed by ``weight``.
-
-    ``conv2d(upsample2(x), weight, padding=1) == conv_transpose2d(x, kernel, stride=2, padding=1)``: an even
-    output row of the up-sampled map sees input rows (i - 1, i) with taps (w0, w1 + w2), an odd one rows (i, i + 1)
-    with taps (w0 + w1, w2); the same along columns. The transposed form does 16 multiply-adds per input pixel
-    and channel pair instead of 4 x 9.
-
-    Args:
-        weight: (O, I, 3, 3)
-    Returns:
-        (I, O, 4, 4), in the memory format of ``weight``.
-    """
-    kernel = _sum_taps(_sum_taps(weight, 2), 3).transpose(0, 1)  # (I, O, 4, 4)
-    return kernel.contiguous(memory_format=torch.channels_last if is_channels_last(weight)
-                             else torch.contiguous_format)
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return x + out
 
 
 class UpBlock2d(nn.Module):
-    """Nearest-neighbour up-sampling by 2, then conv, norm, ReLU.
-
-    With ``transposed`` set (``modules.optimize`` sets it) the up-sampling and the 3x3 convolution run as one
-    stride-2 transposed convolution: the same numbers up to float rounding, 2.25x fewer multiply-adds.
-    """
+    """Nearest-neighbour up-sampling by 2, then conv, norm, ReLU."""
 
     def __init__(self, in_features, out_features, kernel_size=3, padding=1):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
-        self.transposed = False
-        self.inplace = False
-
-    def can_transpose(self):
-        return self.conv.kernel_size == (3, 3) and self.conv.padding == (1, 1) and self.conv.groups == 1
 
     def forward(self, x):
-        if self.transposed and x.shape[-2] * x.shape[-1] >= TRANSPOSED_MIN_PIXELS:
-            kernel = nearest_upsampling_kernel(self.conv.weight)  # (I, O, 4, 4)
-            out = F.conv_transpose2d(x, kernel, self.conv.bias, stride=2, padding=1)  # (B, O, 2h, 2w)
-        else:
-            out = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, O, 2h, 2w)
-        return F.relu(self.norm(out), inplace=self.inplace)
+        out = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, O, 2h, 2w)
+        return F.relu(self.norm(out))
 
 
 class DownBlock2d(nn.Module):
@@ -205,10 +156,9 @@ class DownBlock2d(nn.Module):
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
-        self.inplace = False
 
     def forward(self, x):
-        return self.pool(F.relu(self.norm(self.conv(x)), inplace=self.inplace))
+        return self.pool(F.relu(self.norm(self.conv(x))))
 
 
 class SameBlock2d(nn.Module):
@@ -218,10 +168,9 @@ class SameBlock2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
-        self.inplace = False
 
     def forward(self, x):
-        return F.relu(self.norm(self.conv(x)), inplace=self.inplace)
+        return F.relu(self.norm(self.conv(x)))
 
 
 class Encoder(nn.Module):

@@ -185,3 +185,78 @@ def test_singular_region_shapes_do_not_crash():
     result = inverse(matrices)
     assert torch.allclose(result[1], torch.tensor([[0.5, 0.0], [0.0, 2.0]]))
     assert torch.allclose(result[0], torch.linalg.pinv(matrices[0])) and torch.isfinite(result).all()
+
+
+def _random(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _spd(n, seed=0):
+    """(1, n, 2, 2) well-conditioned covariance-like matrices."""
+    a = _random(1, n, 2, 2, seed=seed) - 0.5
+    return a @ a.transpose(-1, -2) + 0.05 * torch.eye(2, dtype=torch.float64)
+
+
+def _gradcheck_cases():
+    from modules.generator import resize_flow
+    from modules.pixelwise_flow_predictor import region_transforms
+    from modules.region_predictor import covar_to_affine, heatmap_moments
+    from modules.util import from_homogeneous, inverse, to_homogeneous, warp
+    heatmap = torch.softmax(_random(1, 2, 5 * 6, seed=1) * 4, dim=2).view(1, 2, 5, 6)
+    return {
+        "inverse": (inverse, (_spd(3) + 0.3 * (_random(1, 3, 2, 2, seed=2) - 0.5),)),
+        "region2gaussian": (lambda m, c: region2gaussian(m, c, (5, 6)), (_random(1, 2, 2) - 0.5, _spd(2, 3) / 4)),
+        "region2gaussian_isotropic": (lambda m: region2gaussian(m, 0.1, (5, 6)), (_random(1, 2, 2) - 0.5,)),
+        "homogeneous": (lambda x: from_homogeneous(to_homogeneous(x) * 2 + 0.1), (_random(2, 3, 2),)),
+        "warp": (warp, (_random(1, 2, 5, 6), 2.2 * _random(1, 4, 3, 2, seed=4) - 1.1)),
+        "resize_flow": (lambda f: resize_flow(f, (7, 5)), (_random(1, 3, 4, 2),)),
+        "heatmap_moments": (heatmap_moments, (heatmap,)),
+        "covar_to_affine": (lambda c: covar_to_affine(c)[0], (_spd(3, 5),)),
+        "region_transforms": (lambda a, b: region_transforms({"affine": a}, {"affine": b}, revert_axis_swap=True),
+                              (_spd(3, 6) + 0.5, _spd(3, 7) + 0.5)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_gradcheck_cases()))
+def test_geometry_helpers_gradcheck(name):
+    """float64 finite differences against autograd for every differentiable geometry helper."""
+    function, inputs = _gradcheck_cases()[name]
+    inputs = tuple(x.requires_grad_(True) for x in inputs)
+    assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_sparse_motions_gradcheck():
+    """Eq. 1 with the background's homogeneous transform: gradients reach both frames' shifts and affines."""
+    from modules.pixelwise_flow_predictor import PixelwiseFlowPredictor
+    predictor = PixelwiseFlowPredictor(block_expansion=2, num_blocks=1, max_features=4, num_regions=2,
+                                       num_channels=3, revert_axis_swap=True)
+
+    def motions(shift_d, affine_d, shift_s, affine_s, bg):
+        return predictor.create_sparse_motions((4, 5), {"shift": shift_d, "affine": affine_d},
+                                               {"shift": shift_s, "affine": affine_s}, bg)
+
+    bg = torch.eye(3, dtype=torch.float64)[None] + 0.1 * _random(1, 3, 3, seed=8)
+    inputs = (_random(1, 2, 2) - 0.5, _spd(2, 1) + 0.5, _random(1, 2, 2, seed=2) - 0.5, _spd(2, 3) + 0.5, bg)
+    assert torch.autograd.gradcheck(motions, tuple(x.requires_grad_(True) for x in inputs), eps=1e-6, atol=1e-5)
+
+
+def test_closed_form_inverse_matches_lapack():
+    from modules.util import inverse_2x2
+    a = _random(500, 2, 2, seed=9) - 0.5
+    a = a[torch.linalg.det(a).abs() > 1e-2]  # (n, 2, 2), away from singular
+    assert torch.allclose(inverse_2x2(a), torch.linalg.inv(a), rtol=1e-10, atol=1e-12)
+
+
+def test_traced_forward_takes_the_closed_forms(monkeypatch):
+    """While a graph is traced, inverses and the region SVD avoid LAPACK (a graph cannot hold it), with the same
+    numbers up to float rounding."""
+    import modules.region_predictor as region_predictor
+    import modules.util as util
+    covar = _spd(50, seed=10).float()  # (1, 50, 2, 2)
+    expected_affine, expected_inverse = region_predictor.covar_to_affine(covar)[0], util.inverse(covar)
+    monkeypatch.setattr(util.torch.linalg, "svd", lambda *a, **k: pytest.fail("LAPACK SVD while exporting"))
+    monkeypatch.setattr(util.torch.linalg, "inv_ex", lambda *a, **k: pytest.fail("LAPACK inverse while exporting"))
+    monkeypatch.setattr(util, "exporting", lambda: True)
+    monkeypatch.setattr(region_predictor, "exporting", lambda: True)
+    assert torch.allclose(region_predictor.covar_to_affine(covar)[0], expected_affine, atol=1e-5)
+    assert torch.allclose(util.inverse(covar), expected_inverse, rtol=1e-4, atol=1e-5)

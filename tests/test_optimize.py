@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from animate import Animator
 from config import validate_config
 from modules.build import build_models
-from modules.optimize import optimize_for_inference, optimize_for_training
-from modules.util import nearest_upsampling_kernel
+from modules.generator import Generator
+from modules.optimize import (FAST_FORMS, FastGenerator, FastUpBlock2d, nearest_upsampling_kernel,
+                               optimize_for_inference, optimize_for_training, use_fast_paths)
+from modules.util import UpBlock2d
 from tiny import tiny_model_params
 
 TOLERANCE = 1e-4
@@ -78,8 +80,8 @@ def test_inference_copy_leaves_the_module_as_it_was():
     generator = build()["generator"]
     before = {k: (v.clone(), v.stride()) for k, v in generator.state_dict().items()}
     fast = optimize_for_inference(generator)
-    assert fast.up_blocks[0].transposed and fast.up_blocks[0].inplace and fast.fused_blend
-    assert not generator.up_blocks[0].transposed and not generator.fused_blend
+    assert isinstance(fast.up_blocks[0], FastUpBlock2d) and isinstance(fast, FastGenerator)
+    assert type(generator.up_blocks[0]) is UpBlock2d and type(generator) is Generator
     assert isinstance(generator.up_blocks[0].norm, torch.nn.BatchNorm2d)
     for key, value in generator.state_dict().items():
         assert torch.equal(value, before[key][0]) and value.stride() == before[key][1], key
@@ -116,6 +118,29 @@ def test_training_fast_paths_give_the_same_outputs_and_gradients():
         assert torch.allclose(grads[name], grad, rtol=1e-3, atol=1e-6), name
     fresh = build()["generator"]
     fresh.load_state_dict(fast.state_dict(), strict=True)  # checkpoints keep their names and shapes
+
+
+def test_fast_twins_keep_parameters_and_names_and_switch_back():
+    generator = build()["generator"]
+    parameters = dict(generator.named_parameters())
+    keys = list(generator.state_dict())
+    use_fast_paths(generator)
+    fast_types = set(FAST_FORMS.values())
+    assert all(type(m) not in FAST_FORMS for m in generator.modules())
+    assert sum(type(m) in fast_types for m in generator.modules()) > 5
+    assert list(generator.state_dict()) == keys
+    assert all(p is parameters[name] for name, p in generator.named_parameters())
+    use_fast_paths(generator, enabled=False)
+    assert all(type(m) not in fast_types for m in generator.modules())
+
+
+def test_plain_blocks_carry_no_speed_switches():
+    """The method's files read as the method: the fast forms live in modules/optimize.py only."""
+    from conftest import REPO_ROOT
+    for name in ("util.py", "generator.py"):
+        text = (REPO_ROOT / "modules" / name).read_text()
+        for word in ("inplace", "transposed", "fused_blend", "channels_last"):
+            assert word not in text, f"modules/{name} mentions {word!r}"
 
 
 def test_per_frame_path_never_reads_device_values():

@@ -1,21 +1,12 @@
-"""Tiny model configs for unit tests: every switch of the published models, at toy widths."""
+"""Tiny model configs for unit tests: the model of ``tests/data/tiny.yaml`` (the one tiny test config, which the
+training tests use whole) and variants of it that cover every switch of the published models, at toy widths."""
 import copy
+from pathlib import Path
 
-BASE = {
-    "num_regions": 4,
-    "num_channels": 3,
-    "estimate_affine": True,
-    "revert_axis_swap": True,
-    "bg_predictor_params": {"block_expansion": 4, "max_features": 16, "num_blocks": 2, "bg_type": "affine"},
-    "region_predictor_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16, "num_blocks": 3,
-                                "scale_factor": 0.5, "pca_based": True, "pad": 3},
-    "generator_params": {
-        "block_expansion": 4, "max_features": 16, "num_down_blocks": 2, "num_bottleneck_blocks": 1, "skips": True,
-        "pixelwise_flow_predictor_params": {"block_expansion": 4, "max_features": 16, "num_blocks": 3,
-                                            "scale_factor": 0.5, "use_deformed_source": True,
-                                            "use_covar_heatmap": True, "estimate_occlusion_map": True}},
-    "avd_network_params": {"id_bottle_size": 8, "pose_bottle_size": 8},
-}
+import yaml
+
+TINY_CONFIG = Path(__file__).parent / "data" / "tiny.yaml"
+BASE = yaml.safe_load(TINY_CONFIG.read_text())["model_params"]
 
 # name -> overrides as {dotted.path: value}
 VARIANTS = {
@@ -30,8 +21,9 @@ VARIANTS = {
                               "generator_params.pixelwise_flow_predictor_params.estimate_occlusion_map": False},
     "plain_heatmaps": {"generator_params.pixelwise_flow_predictor_params.use_covar_heatmap": False,
                        "generator_params.pixelwise_flow_predictor_params.use_deformed_source": False},
-    "no_axis_swap_pad0": {"revert_axis_swap": False, "region_predictor_params.pad": 0,
-                          "region_predictor_params.scale_factor": 1},
+    "no_axis_swap_pad3": {"revert_axis_swap": False, "region_predictor_params.pad": 3,
+                          "region_predictor_params.scale_factor": 0.5, "region_predictor_params.num_blocks": 3,
+                          "generator_params.pixelwise_flow_predictor_params.num_blocks": 3},
 }
 
 

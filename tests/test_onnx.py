@@ -1,0 +1,241 @@
+"""The ONNX graphs (onnx_backend.py) against the torch path: a tiny model exported and run, the cache, the CLI,
+and the three parity cases (../shared/parity) in every animation mode, within 1e-4."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("onnxruntime", reason="the ONNX backend's requirements (requirements-onnx.txt) are absent")
+pytest.importorskip("onnxscript", reason="the ONNX backend's requirements (requirements-onnx.txt) are absent")
+
+import onnx_backend  # noqa: E402
+from animate import Animator, get_animation_region_params  # noqa: E402
+from tiny_puppets import one_thread, write_tiny_model  # noqa: E402, F401 (a fixture)
+from tools import export_onnx  # noqa: E402
+
+TOLERANCE = 1e-4
+SIZE = (32, 32)  # tests/data/tiny.yaml's frames
+# Each export traces the networks for tens of seconds: the whole module is in the slow tier.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+
+
+def smooth_images(batch, seed, size=SIZE):
+    """Random images without pixel noise: on noise, a flow difference of 1e-6 (float rounding) would move
+    warped pixels by more than the tolerance."""
+    coarse = torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)  # (B, 3, H, W)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny model (tests/data/tiny.yaml) as files, exported through the cache: (config, checkpoint,
+    cache folder, the torch networks, the ONNX networks)."""
+    root = tmp_path_factory.mktemp("onnx")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    config, checkpoint = write_tiny_model(root / "model", root / "data")
+    folder, exported = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=root / "cache")
+    torch.set_num_threads(before)
+    assert exported
+    return config, checkpoint, root / "cache", onnx_backend.load_networks(config, checkpoint), \
+        onnx_backend.OnnxNetworks(folder, threads=1)
+
+
+def assert_close(ours, expected, what):
+    error = (torch.as_tensor(ours) - torch.as_tensor(expected)).abs().max().item()
+    assert error <= TOLERANCE, f"{what}: max abs error {error:.3g}"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@torch.no_grad()
+def test_tiny_graphs_match_torch_at_any_batch(tiny, batch):
+    *_, models, onnx = tiny
+    source, driving = smooth_images(1, 0), smooth_images(batch, 1)
+    expected = models["region_predictor"](driving)
+    ours = onnx.region_predictor(driving)
+    assert set(ours) == {"shift", "heatmap", "covar", "affine"}
+    for key in ours:
+        assert_close(ours[key], expected[key], f"region_predictor.{key}")
+    source_params = models["region_predictor"](source)
+    bg_params = torch.eye(3).repeat(batch, 1, 1) + 0.01 * torch.randn(batch, 3, 3)  # (B, 3, 3)
+    repeated = {key: value.expand(batch, *value.shape[1:]) for key, value in source_params.items()}
+    expected = models["generator"](source.expand(batch, -1, -1, -1), expected, repeated, bg_params)
+    ours = onnx.generator(source, models["region_predictor"](driving), source_params, bg_params)
+    assert set(ours) == {"prediction", "deformed", "optical_flow", "occlusion_map"}
+    for key, value in ours.items():
+        assert torch.is_tensor(value) and value.shape == expected[key].shape
+        assert_close(value, expected[key], f"generator.{key}")
+    avd = onnx.avd_network(source_params, models["region_predictor"](driving))
+    for key, value in models["avd_network"](repeated, models["region_predictor"](driving)).items():
+        assert_close(avd[key], value, f"avd_network.{key}")
+
+
+def test_numpy_in_numpy_out(tiny):
+    *_, models, onnx = tiny
+    image = smooth_images(2, 3)
+    ours = onnx.region_predictor(image.numpy())
+    assert isinstance(ours["shift"], np.ndarray) and ours["shift"].dtype == np.float32
+    with torch.no_grad():
+        assert_close(ours["shift"], models["region_predictor"](image)["shift"], "shift")
+
+
+@pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
+def test_animator_runs_on_the_onnx_networks(tiny, mode):
+    """What ``demo.py --backend onnxruntime`` runs: the Animator, unoptimised, over the runners."""
+    *_, models, onnx = tiny
+    source, driving = smooth_images(1, 0), smooth_images(3, 1)
+    torch_path = Animator(source, models["generator"], models["region_predictor"], models["avd_network"],
+                          mode=mode, optimize=False)
+    onnx_path = Animator(source, onnx.generator, onnx.region_predictor, onnx.avd_network, mode=mode,
+                         optimize=False)
+    expected, ours = torch_path(driving), onnx_path(driving)
+    for key in ("prediction", "deformed", "occlusion_map"):
+        assert_close(ours[key], expected[key], f"{mode}: {key}")
+
+
+def test_the_generator_takes_one_source_per_call(tiny):
+    *_, models, onnx = tiny
+    sources = smooth_images(2, 0)  # two different sources
+    with torch.no_grad():
+        params = models["region_predictor"](sources)
+    with pytest.raises(ValueError, match="one source per call"):
+        onnx.generator(sources, params, params)
+
+
+def test_the_cache_reuses_an_export_and_keys_on_what_it_depends_on(tiny, monkeypatch, tmp_path):
+    config, checkpoint, cache, *_ = tiny
+    monkeypatch.setattr(onnx_backend, "export_networks", lambda *a: pytest.fail("exported again"))
+    folder, exported = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=cache)
+    assert not exported and (folder / "manifest.json").is_file()
+    key = onnx_backend.export_key(config, checkpoint, SIZE)
+    assert onnx_backend.export_key(config, checkpoint, (64, 64)) != key
+    changed = tmp_path / "changed.pth"
+    changed.write_bytes(checkpoint.read_bytes() + b"\0")
+    assert onnx_backend.export_key(config, changed, SIZE) != key
+    assert not list(cache.glob(".*")), "no scratch folder left behind"
+
+
+def test_exported_graph_format_and_dynamic_batch(tiny):
+    import onnx
+    config, checkpoint, cache, *_ = tiny
+    folder, _ = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=cache)
+    for name in ("region_predictor", "encoder", "generator", "avd_network"):
+        model = onnx.load(str(folder / f"{name}.onnx"))
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        ops = {node.op_type for node in model.graph.node}
+        assert not ops & {"Inverse", "SVD"}, f"{name}: {ops & {'Inverse', 'SVD'}}"
+        batched = [i for i in model.graph.input if i.type.tensor_type.shape.dim[0].dim_param]
+        assert batched, f"{name} has no dynamic batch axis"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--img_shape", "64,x"], "--img_shape '64,x': expected"),
+    (["--img_shape", "63,64"], "expected the frame height and width"),
+    (["--checkpoint", "missing.pth"], "missing.pth: checkpoint file not found"),
+    (["--config", "missing.yaml"], "missing.yaml: config file not found"),
+])
+def test_cli_bad_input_is_one_error_line(tiny, tmp_path, capsys, argv, message):
+    config, checkpoint, *_ = tiny
+    args = {"--config": str(config), "--checkpoint": str(checkpoint), "--out": str(tmp_path / "out"),
+            "--img_shape": "32,32"}
+    args.update(dict(zip(argv[::2], argv[1::2])))
+    assert export_onnx.main([x for pair in args.items() for x in pair]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_the_graphs_and_keeps_other_files(tiny, tmp_path, capsys):
+    config, checkpoint, *_ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert export_onnx.main(["--config", str(config), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["avd_network.onnx", "encoder.onnx", "generator.onnx", "manifest.json", "notes.txt",
+                     "region_predictor.onnx"]
+    assert (out / "notes.txt").read_text() == "mine" and not list(tmp_path.glob(".out.*"))
+    assert onnx_backend.OnnxNetworks(out).frame_shape == SIZE  # the config's frame_shape
+
+
+# The parity cases: ONNX Runtime reproduces the reference's arrays as the torch path does.
+
+CASES = {"mraa": (64, 64), "fomm_like": (64, 64), "keypoints_only": (48, 64)}
+
+
+@pytest.fixture(scope="module")
+def parity_exports(tmp_path_factory):
+    return tmp_path_factory.mktemp("parity_onnx")
+
+
+def parity_case(shared_dir, cache, name):
+    folder = shared_dir / "parity" / name
+    config, checkpoint = folder / "config.yaml", folder / "checkpoint.pth"
+    graphs, _ = onnx_backend.cached_export(config, checkpoint, CASES[name], cache_dir=cache)
+    return onnx_backend.OnnxNetworks(graphs, threads=1), dict(np.load(folder / "expected.npz"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_parity_forward(name, shared_dir, parity_exports):
+    onnx, expected = parity_case(shared_dir, parity_exports, name)
+    source, driving = expected["source"], expected["driving"]
+    source_params, driving_params = onnx.region_predictor(source), onnx.region_predictor(driving)
+    for prefix, params in (("source_region_params", source_params), ("driving_region_params", driving_params)):
+        assert set(params) == {k for k in ("shift", "heatmap", "covar", "affine") if f"{prefix}.{k}" in expected}
+        for key, value in params.items():
+            assert_close(value, expected[f"{prefix}.{key}"], f"{name}: {prefix}.{key}")
+    generated = onnx.generator(source, driving_params, source_params, expected["bg_params"])
+    for key in ("prediction", "deformed", "occlusion_map"):
+        if f"generator.{key}" in expected:
+            assert_close(generated[key], expected[f"generator.{key}"], f"{name}: generator.{key}")
+    if "flow.optical_flow" in expected:
+        assert_close(generated["optical_flow"], expected["flow.optical_flow"], f"{name}: optical_flow")
+    if "avd.shift" in expected:
+        avd = onnx.avd_network(source_params, driving_params)
+        for key in ("shift", "affine", "covar"):
+            assert_close(avd[key], expected[f"avd.{key}"], f"{name}: avd.{key}")
+
+
+@pytest.mark.parametrize("name", ["mraa", "fomm_like"])  # keypoints_only has no animation arrays
+@pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
+def test_parity_animation(name, mode, shared_dir, parity_exports):
+    """The reference demo's loop, one frame at a time, on the ONNX networks; and the Animator on them, batched."""
+    onnx, expected = parity_case(shared_dir, parity_exports, name)
+    source, driving = torch.from_numpy(expected["source"]), torch.from_numpy(expected["driving"])
+    source_params, initial = onnx.region_predictor(source), onnx.region_predictor(driving[:1])
+    frames = []
+    for t in range(driving.shape[0]):
+        params = get_animation_region_params(source_params, onnx.region_predictor(driving[t:t + 1]), initial,
+                                             mode=mode, avd_network=onnx.avd_network)
+        frames.append(onnx.generator(source, params, source_params)["prediction"])
+    assert_close(torch.cat(frames), expected[f"animate.{mode}.prediction"], f"{name} {mode}: frame by frame")
+    animator = Animator(source, onnx.generator, onnx.region_predictor, onnx.avd_network, mode=mode,
+                        optimize=False)
+    assert_close(animator(driving)["prediction"], expected[f"animate.{mode}.prediction"], f"{name} {mode}")
+
+
+def test_a_missing_package_is_named_with_the_fix(monkeypatch):
+    real_import = onnx_backend.importlib.import_module
+
+    def import_module(name):
+        if name == "onnxruntime":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name)
+
+    monkeypatch.setattr(onnx_backend.importlib, "import_module", import_module)
+    with pytest.raises(onnx_backend.OnnxBackendError, match="onnxruntime: pip install -r requirements-onnx.txt"):
+        onnx_backend._require("onnxruntime")
+
+
+def test_load_onnx_checkpoints_gives_the_demo_triple_from_the_cache(tiny, monkeypatch):
+    config, checkpoint, cache, models, _ = tiny
+    monkeypatch.setattr(onnx_backend, "export_networks", lambda *a: pytest.fail("exported again"))
+    generator, region_predictor, avd_network = onnx_backend.load_onnx_checkpoints(config, checkpoint, SIZE,
+                                                                                  cache_dir=cache, threads=1)
+    image = smooth_images(1, 5)
+    features = generator.encode(image)
+    with torch.no_grad():
+        expected = models["generator"].encode(image)
+    assert len(features) == len(expected) and avd_network is not None
+    for ours, theirs in zip(features, expected):
+        assert_close(ours, theirs, "source features")
