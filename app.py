@@ -24,8 +24,11 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # the machine may be offline, 
 import gradio as gr  # noqa: E402
 
 import cropping  # noqa: E402
-from config import ConfigError, load_config  # noqa: E402
-from frames_dataset import VideoReadError, video_info  # noqa: E402
+from checkpoint import CheckpointError  # noqa: E402
+from config import ConfigError  # noqa: E402
+from errors import one_line  # noqa: E402
+from media import MediaError, video_info  # noqa: E402
+from pipeline import InputError, Request, animate_files  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_MODELS = ("sup-mat", "checkpoints")
@@ -38,24 +41,6 @@ KEEP_RESULTS_S = 3600  # result folders older than this are removed when a new r
 
 class AppError(ValueError):
     """Input the page cannot use; the message is one line a user can act on."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The one call into the animation API
-
-
-def animate_files(config, checkpoint, source, driving, result, mode, find_best_frame, audio, device):
-    """Animate ``source`` with ``driving`` into ``result`` (streamed, as the demo does); the one place the page
-    calls the animation API, so a change of that API is a change here only. Raises AppError with the demo's
-    one-line message for input it cannot use."""
-    import demo
-    argv = ["--config", str(config), "--checkpoint", str(checkpoint), "--source_image", str(source),
-            "--driving_video", str(driving), "--result_video", str(result), "--mode", mode, "--device", device]
-    argv += ["--find_best_frame"] * bool(find_best_frame) + ["--audio"] * bool(audio)
-    try:
-        demo.demo(demo.parse_args(argv))
-    except (demo.DemoError, demo.ConfigError, demo.CheckpointError, demo.VideoReadError, ValueError) as error:
-        raise AppError(demo.one_line(error)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,12 +77,6 @@ class Settings:
     results: Path = Path(tempfile.gettempdir()) / "mraa-app"
 
 
-def model_size(config):
-    """The model's (H, W), from its config (the size crops are made at)."""
-    shape = load_config(config).get("dataset_params", {}).get("frame_shape", (256, 256))
-    return int(shape[0]), int(shape[1])
-
-
 def check_upload(path, what, settings):
     if not path:
         raise AppError(f"no {what}: upload one, or pick the example below")
@@ -111,7 +90,7 @@ def check_upload(path, what, settings):
 def check_frames(driving, settings):
     try:
         frames = video_info(driving).num_frames
-    except VideoReadError as error:
+    except MediaError as error:
         raise AppError(str(error)) from None
     if frames > settings.max_frames:
         raise AppError(f"the driving video has {frames} frames; this page takes at most {settings.max_frames} "
@@ -151,18 +130,18 @@ def run_request(settings, source, driving, model, mode, crop, box, find_best_fra
         check_frames(driving, settings)
         config, checkpoint = settings.models[model]
         folder = new_request_folder(settings)
-        preview = None
-        if crop != "none":
-            box = parse_crop_box(box) if crop == "box" else None
-            cropped = cropping.crop_inputs(source, driving, "auto" if crop == "box" else crop, folder / "crop",
-                                           size=max(model_size(config)), box=box, preview=folder / "crop.png")
-            source, driving, preview = cropped.source, cropped.driving, str(folder / "crop.png")
-        result = folder / "result.mp4"
-        animate_files(config, checkpoint, source, driving, result, mode, find_best_frame, audio, settings.device)
-        return str(result), preview, f"done: {model}, {mode} mode, crop {crop}"
-    except (AppError, cropping.CropError, ConfigError, VideoReadError) as error:
-        message = str(error).replace(cropping.HAND_BOX_HINT, "choose the crop 'box' and click two corners of it on "
-                                                             "the source image")
+        notes = []
+        request = Request(config=str(config), checkpoint=str(checkpoint), source_image=str(source),
+                          driving_video=str(driving), result_video=str(folder / "result.mp4"), mode=mode,
+                          device=settings.device, find_best_frame=bool(find_best_frame), audio=bool(audio),
+                          crop="none" if crop == "box" else crop,
+                          crop_box=parse_crop_box(box) if crop == "box" else None)
+        result = animate_files(request, notify=notes.append)
+        preview = str(request.crop_preview) if request.crop_preview.exists() else None
+        return str(result), preview, "; ".join([f"done: {model}, {mode} mode, crop {crop}"] + notes)
+    except (AppError, InputError, cropping.CropError, ConfigError, CheckpointError, MediaError) as error:
+        message = one_line(error).replace(cropping.HAND_BOX_HINT, "choose the crop 'box' and click two corners of "
+                                                                  "it on the source image")
         return None, None, f"error: {' '.join(message.split())}"
     except Exception as error:  # a bug: the page gets one line, the server's log the traceback
         traceback.print_exc()

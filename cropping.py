@@ -14,16 +14,11 @@ uint8 RGB here; the file readers return float32 in [0, 1] and are converted at t
 """
 import json
 import math
-import os
 import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 
 try:
@@ -31,8 +26,10 @@ try:
 except ImportError:  # installed by requirements-app.txt; require_opencv() says so where it is needed
     cv2 = None
 
-from animate import VIDEO_FORMATS, VideoWriter
-from frames_dataset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_video_frames, read_image, video_info
+from media import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITE_OPTIONS, VideoWriter, atomic_file, has_audio,
+                   iter_video_frames, read_image, video_info, write_image)
+
+VIDEO_FORMATS = tuple(WRITE_OPTIONS)  # the video formats a crop can be written in
 
 TARGETS = ("auto", "face", "person")
 FACE_MARGIN = 0.5  # the face box grows by half its side on each side: forehead, hair and chin in, as in VoxCeleb
@@ -384,42 +381,8 @@ def draw_preview(frames, scenes):
     return np.concatenate(panels, axis=1)  # (H, n W, 3)
 
 
-def _temp_beside(path):
-    """A new temporary file name beside ``path``, with its suffix (ffmpeg picks the format from it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp's 0600 would make the result private to its writer
-    return Path(name)
-
-
-class atomic_path:
-    """``with atomic_path(target) as temp:`` write ``temp``; it replaces ``target`` only when the block succeeds."""
-
-    def __init__(self, target):
-        self.target = Path(target)
-
-    def __enter__(self):
-        self.temp = _temp_beside(self.target)
-        return self.temp
-
-    def __exit__(self, exc_type, *exc_info):
-        if exc_type is None:
-            os.replace(self.temp, self.target)
-        else:
-            self.temp.unlink(missing_ok=True)
-
-
-def write_image(path, image):
-    with atomic_path(path) as temp:
-        iio.imwrite(temp, image)
-
-
 def write_json(path, data):
-    with atomic_path(path) as temp:
+    with atomic_file(path) as temp:
         temp.write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -544,36 +507,21 @@ def crop_video_file(path, out, target="auto", size=256, box=None, like=None, pre
                                              stride)
     target, scenes = plan(found, target, frame_shape, box, like, path, num_frames)
     firsts = []
-    writer_path = _temp_beside(Path(out).with_name(Path(out).stem + ".silent" + Path(out).suffix))
-    try:
-        scene_of = iter(scenes)
-        scene = next(scene_of)
-        with VideoWriter(writer_path, info.fps or 25.0) as writer:
-            for t, frame in enumerate(iter_video_frames(path)):
-                if t > scene.end and scene is not scenes[-1]:
-                    scene = next(scene_of)
-                frame = to_uint8(frame)
-                if t == scene.start:
-                    firsts.append(frame)
-                writer.write(crop_frame(frame, scene.box, size))
-        with atomic_path(out) as temp:
-            copy_with_sound(writer_path, path, temp)
-    finally:
-        writer_path.unlink(missing_ok=True)
+    keep_sound = Path(out).suffix.lower() != ".gif" and has_audio(path)
+    scene_of = iter(scenes)
+    scene = next(scene_of)
+    with VideoWriter(out, info.fps or 25.0, audio_from=path if keep_sound else None) as writer:  # atomic
+        for t, frame in enumerate(iter_video_frames(path)):
+            if t > scene.end and scene is not scenes[-1]:
+                scene = next(scene_of)
+            frame = to_uint8(frame)
+            if t == scene.start:
+                firsts.append(frame)
+            writer.write(crop_frame(frame, scene.box, size))
     result = _report(path, target, size, frame_shape, scenes, num_frames)
     result["fps"] = info.fps
     _write_extras(result, firsts, scenes, preview, report)
     return result
-
-
-def copy_with_sound(video, original, out):
-    """``out``: ``video``'s frames (not re-encoded) with ``original``'s first sound track, when it has one."""
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    command = [ffmpeg, "-y", "-v", "error", "-i", str(video), "-i", str(original), "-map", "0:v:0",
-               "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:  # e.g. a GIF: no sound to keep
-        shutil.copyfile(video, out)
 
 
 def crop_file(path, out, **options):
@@ -622,7 +570,7 @@ def crop_inputs(source, driving, target, folder, size=256, box=None, preview=Non
     driving_report = crop_video_file(driving, driving_out, target, size, like=source_report, detector=detector,
                                      preview=folder / "driving.preview.png" if preview else None)
     if preview:
-        images = [iio.imread(folder / name) for name in ("source.preview.png", "driving.preview.png")]
+        images = [to_uint8(read_image(folder / name)) for name in ("source.preview.png", "driving.preview.png")]
         height = min(image.shape[0] for image in images)
         write_image(preview, np.concatenate([_fit_height(image, height) for image in images], axis=1))
     return CroppedInputs(source_out, driving_out, source_report, driving_report)

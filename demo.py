@@ -14,30 +14,22 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from animate import (ANIMATION_MODES, DEFAULT_FPS, PRECISIONS, Animator, animate_video, default_batch_size,
-                     find_best_frame, frames_to_tensor, make_animation, read_frame)  # noqa: F401 (the reference's API)
+from animate import ANIMATION_MODES, PRECISIONS, make_animation  # noqa: F401 (make_animation: the reference's API)
 from checkpoint import CheckpointError
-from config import ConfigError, check_frame_size, load_config
+from config import ConfigError
 from errors import Interrupted, one_line, signals_as_interrupts
 from inference import load_networks
-from media import (MediaError, VideoWriter, check_not_an_input, check_writable, ends_early, image_info, read_image,
-                   video_info)
+from media import MediaError
+from pipeline import BACKENDS, CROPS, InputError, Request, animate_files
 
 REPO_ROOT = Path(__file__).resolve().parent
 # The bundled example: what `python demo.py` runs with no arguments.
 BUNDLED = {"config": "config/puppets64.yaml", "checkpoint": "sup-mat/puppets64.pth",
            "source_image": "sup-mat/source.png", "driving_video": "sup-mat/driving.mp4"}
-AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
 
 
-class DemoError(RuntimeError):
-    """Input the demo cannot use; the message names the file and what is wrong with it."""
-
-
-def note(message):
-    print(f"note: {message}", file=sys.stderr)
+DemoError = InputError  # the name older callers catch
 
 
 def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
@@ -46,46 +38,6 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
     checkpoint has none."""
     networks = load_networks(config_path, checkpoint_path, "cpu" if cpu else (device or "auto"))
     return networks["generator"], networks["region_predictor"], networks.get("avd_network")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Inputs, with a note for each thing changed to use them
-
-
-def read_source(path, img_shape):
-    """The source image as (H, W, 3) float32 at ``img_shape``; raises MediaError naming the file."""
-    image = read_image(path, img_shape)
-    info = image_info(path)
-    if info.alpha:
-        note(f"{path} has an alpha channel; it was dropped (the image is used as RGB)")
-    if info.grey:
-        note(f"{path} is a grey-scale image; it was used as RGB")
-    if min(info.height / img_shape[0], info.width / img_shape[1]) < 0.25:
-        note(f"{path} is only {info.height}x{info.width} pixels; it was enlarged to {img_shape[0]}x{img_shape[1]}, "
-             "so the result will be blurry: use a larger image")
-    _note_resize(path, "image", info.height, info.width, img_shape)
-    return image
-
-
-def _note_resize(path, what, height, width, img_shape):
-    if height * img_shape[1] != width * img_shape[0]:
-        note(f"{path}: the {what} is {height}x{width}, not of the model's aspect ratio; it was resized to "
-             f"{img_shape[0]}x{img_shape[1]} (crop it around the object for better results)")
-
-
-def open_driving(path, img_shape):
-    """Probe the driving video: its VideoInfo, with the rate the result is written at as ``fps``."""
-    if not Path(path).exists():
-        raise DemoError(f"{path}: driving video not found")
-    info = video_info(path, img_shape)  # raises MediaError naming the file
-    _note_resize(path, "video", info.height, info.width, img_shape)
-    if ends_early(info):
-        note(f"{path} ends early, at frame {info.num_frames} of the {info.expected_frames} its header promises "
-             f"(a truncated file?); the result has {info.num_frames} frames")
-    if not info.fps:
-        note(f"{path} does not say its frame rate; the result uses {DEFAULT_FPS:g} fps")
-        info = info._replace(fps=DEFAULT_FPS)
-    return info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -134,8 +86,17 @@ def parse_args(argv=None):
     start.add_argument("--best_frame", type=int, default=None, metavar="N",
                        help="measure relative motion from driving frame N")
     parser.add_argument("--audio", action="store_true", help="copy the driving video's sound into the result")
+    parser.add_argument("--crop", default="none", metavar="none|auto|face|person|L,T,R,B",
+                        help="first crop the source around its face or person (auto: whichever fits) and the "
+                             "driving video so its object has the same scale and place, or crop the source to a box "
+                             "in its pixels; the boxes are drawn in RESULT.crop.png (needs requirements-app.txt)")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="torch (default), or onnxruntime on the CPU (needs requirements-onnx.txt; the graphs "
+                             "are exported once per config, checkpoint and size, into ~/.cache/mraa/onnx)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.crop not in CROPS and not all(p.strip().isdigit() for p in args.crop.split(",")):
+        parser.error(f"--crop must be one of {', '.join(CROPS)} or LEFT,TOP,RIGHT,BOTTOM, got {args.crop!r}")
     for name in ("batch_size", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -143,7 +104,7 @@ def parse_args(argv=None):
 
 
 def resolve_inputs(args):
-    """Fill unset paths with the bundled example's; check the inputs exist and the result can be written."""
+    """Fill unset paths with the bundled example's."""
     missing = []
     for key, bundled in BUNDLED.items():
         if getattr(args, key) is None:
@@ -153,45 +114,24 @@ def resolve_inputs(args):
         raise DemoError(f"the bundled example is incomplete: {', '.join(missing)} missing in {REPO_ROOT} (the "
                         f"bundled model is not published yet); pass --config, --checkpoint, --source_image and "
                         f"--driving_video")
-    for key in ("config", "checkpoint", "source_image"):
-        if not Path(getattr(args, key)).exists():
-            raise DemoError(f"{getattr(args, key)}: {key.replace('_', ' ')} not found")
-    result = Path(args.result_video)
-    check_not_an_input(result, {key.replace("_", " "): getattr(args, key) for key in BUNDLED})
-    VideoWriter(result, DEFAULT_FPS, audio_from=args.driving_video if args.audio else None)  # a format it writes
-    check_writable(result)
     return args
 
 
-def choose_img_shape(args):
-    """--img_shape, else the config's frame_shape, else (null) the authors' 384,384; checked against the config."""
-    config = load_config(args.config)
-    img_shape, what = args.img_shape, f"--img_shape {','.join(map(str, args.img_shape or ()))}"
-    if img_shape is None:
-        frame_shape = config.get("dataset_params", {}).get("frame_shape", (256, 256))
-        img_shape, what = (tuple(frame_shape[:2]), f"{args.config}: dataset_params.frame_shape") if frame_shape \
-            else (AUTHORS_IMG_SHAPE, f"the default --img_shape {AUTHORS_IMG_SHAPE[0]},{AUTHORS_IMG_SHAPE[1]}")
-        if not frame_shape:
-            note(f"{args.config} has frame_shape null (frames at their stored size); the demo works at "
-                 f"{img_shape[0]}x{img_shape[1]}, as the authors' demo does: pass --img_shape to change it")
-    check_frame_size(config, *img_shape, f"{what} (for {args.config})")
-    return img_shape
+def parse_box(text):
+    """--crop LEFT,TOP,RIGHT,BOTTOM: a cropping.Box in source pixels (a CropError, a ValueError, says why not)."""
+    import cropping  # optional: requirements-app.txt (OpenCV)
+    return cropping.parse_box(text)
 
 
-def choose_initial_frame(animator, args, img_shape, num_frames, batch_size):
-    """Measure relative motion from --best_frame, from the frame --find_best_frame finds, or else (by default)
-    from the first driving frame."""
-    device = animator.source_image.device
-    if args.find_best_frame:
-        index, frame = find_best_frame(animator, args.driving_video, img_shape, batch_size, device, num_frames,
-                                       progress=not args.quiet)
-        print(f"best frame: {index}", file=sys.stderr)
-        animator.set_initial(frame)
-    elif args.best_frame is not None:
-        if not 0 <= args.best_frame < num_frames:
-            raise DemoError(f"{args.driving_video}: --best_frame {args.best_frame} is not a frame of its "
-                            f"{num_frames} (0 to {num_frames - 1})")
-        animator.set_initial(read_frame(args.driving_video, img_shape, args.best_frame, device))
+def request_of(args):
+    """The pipeline's Request for parsed arguments."""
+    box = parse_box(args.crop) if args.crop not in CROPS else None
+    return Request(config=args.config, checkpoint=args.checkpoint, source_image=args.source_image,
+                   driving_video=args.driving_video, result_video=args.result_video, mode=args.mode,
+                   img_shape=args.img_shape, device="cpu" if args.cpu else args.device, backend=args.backend,
+                   adapt_scale=args.adapt_scale, batch_size=args.batch_size, precision=args.precision,
+                   compile=args.compile, find_best_frame=args.find_best_frame, best_frame=args.best_frame,
+                   audio=args.audio, crop="none" if box else args.crop, crop_box=box, progress=not args.quiet)
 
 
 def demo(args):
@@ -199,23 +139,7 @@ def demo(args):
     args = resolve_inputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    img_shape = choose_img_shape(args)
-    networks = load_networks(args.config, args.checkpoint, "cpu" if args.cpu else args.device,
-                             avd_needed_by="--mode avd" if args.mode == "avd" else None)
-    device = next(networks["generator"].parameters()).device
-    batch_size = args.batch_size or default_batch_size(device)
-    source = frames_to_tensor([read_source(args.source_image, img_shape)], device)  # (1, 3, H, W)
-    info = open_driving(args.driving_video, img_shape)
-    if args.audio and not info.audio:
-        note(f"{args.driving_video} has no sound track; the result is silent")
-    animator = Animator(source, networks["generator"], networks["region_predictor"], networks.get("avd_network"),
-                        mode=args.mode, adapt_movement_scale=args.adapt_scale, precision=args.precision,
-                        compile=args.compile)
-    choose_initial_frame(animator, args, img_shape, info.num_frames, batch_size)
-    with VideoWriter(args.result_video, info.fps, audio_from=args.driving_video if args.audio else None) as writer:
-        animate_video(animator, args.driving_video, writer, img_shape, batch_size, info.num_frames,
-                      progress=not args.quiet)
-    return Path(args.result_video)
+    return animate_files(request_of(args))
 
 
 def main(argv=None):

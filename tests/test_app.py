@@ -166,7 +166,7 @@ def test_bad_input_is_one_line_on_the_page(change, fragments, settings, clip):
 
 
 def test_a_bug_is_one_line_on_the_page_and_a_traceback_in_the_log(settings, clip, monkeypatch, capsys):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise KeyError("oops")
 
     monkeypatch.setattr(app, "animate_files", broken)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import demo
+import pipeline
 from media import has_audio
 from conftest import REPO_ROOT
 from eval_media import (add_sound, count_frames, driving_frames, parity_paths, source_image, video_fps,
@@ -58,7 +59,7 @@ def test_find_best_frame_picks_the_frame_posed_like_the_source(media, capsys, sh
     frames[6] = source_image(shared_dir)  # frame 6 is the source itself: its region layout matches exactly
     driving = write_video(tmp_path / "posed.mp4", frames, fps=FPS)
     code, lines = run(capsys, media, "--find_best_frame", "--batch_size", "4", driving_video=driving)
-    assert code == 0 and "best frame: 6" in lines, lines
+    assert code == 0 and "note: best frame: 6" in lines, lines
     assert count_frames(media["result_video"]) == NUM_FRAMES
 
 
@@ -128,7 +129,7 @@ def test_a_non_square_image_is_resized_with_a_note(media, capsys, tmp_path, shar
 
 def test_the_source_is_resized_like_the_reference_did(media, shared_dir):
     """read_source at the model's size equals the image itself at that size."""
-    image = demo.read_source(media["source_image"], (64, 64))
+    image = pipeline.read_source(media["source_image"], (64, 64))
     assert image.shape == (64, 64, 3) and np.abs(image * 255 - source_image(shared_dir)).max() < 1e-3
 
 
@@ -201,7 +202,7 @@ def test_real_footage_with_the_best_frame(media, capsys, realworld_dir):
     code, lines = run(capsys, media, "--find_best_frame", "--audio", "--batch_size", "16",
                       source_image=realworld_dir / "source.png", driving_video=driving)
     assert code == 0, lines
-    assert any(line.startswith("best frame: ") for line in lines) and any("no sound track" in line for line in lines)
+    assert any(line.startswith("note: best frame: ") for line in lines) and any("no sound track" in line for line in lines)
     result = media["result_video"]
     assert count_frames(result) == 133 and video_fps(result) == pytest.approx(10)
     assert iio.improps(result).shape[1:] == (64, 64, 3)
@@ -238,18 +239,16 @@ def test_an_interrupted_demo_keeps_the_earlier_result(media, capsys, monkeypatch
     import errors
     assert run(capsys, media)[0] == 0
     before = media["result_video"].read_bytes()
-    real = demo.animate_video
-
+    
     def stopped_half_way(animator, driving, writer, *args, **kwargs):
         writer.write(np.zeros((3, 64, 64, 3), np.uint8))
         raise errors.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(demo, "animate_video", stopped_half_way)
+    monkeypatch.setattr(pipeline, "animate_video", stopped_half_way)
     code, lines = run(capsys, media)
     assert code == 143 and len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM"), lines
     assert media["result_video"].read_bytes() == before
     assert sorted(p.name for p in media["result_video"].parent.iterdir() if p.name.startswith(".")) == []
-    monkeypatch.setattr(demo, "animate_video", real)
 
 
 def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_intact(media, tmp_path, shared_dir):
@@ -308,17 +307,17 @@ def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_p
     config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
     assert "frame_shape: null" in config.read_text()
     args = demo.parse_args(["--config", str(config)])
-    assert demo.choose_img_shape(args) == (384, 384)
+    assert pipeline.choose_img_shape(demo.request_of(args)) == (384, 384)
     assert "384x384" in capsys.readouterr().err
     args = demo.parse_args(["--config", str(config), "--img_shape", "64,64"])
-    assert demo.choose_img_shape(args) == (64, 64) and "note" not in capsys.readouterr().err
+    assert pipeline.choose_img_shape(demo.request_of(args)) == (64, 64) and "note" not in capsys.readouterr().err
 
 
 def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, shared_dir):
     from PIL import Image
     path = tmp_path / "cmyk.jpg"
     Image.fromarray(source_image(shared_dir)).convert("CMYK").save(path, quality=100)
-    image = demo.read_source(path, (64, 64))
+    image = pipeline.read_source(path, (64, 64))
     assert np.abs(image * 255 - source_image(shared_dir).astype(float)).mean() < 4
     assert "alpha" not in capsys.readouterr().err
 

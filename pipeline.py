@@ -1,0 +1,208 @@
+"""One source image and one driving video file in, one result video out: what the demo and the web page run.
+
+``Request`` holds the choices (the demo's flags, field for field); ``animate_files(request)`` checks every input
+before any work, optionally crops the inputs (``cropping``), loads the networks (``inference``, or ONNX Runtime
+with ``backend='onnxruntime'``), then streams the driving video through an ``animate.Animator`` into a result
+written atomically (``media.VideoWriter``). Everything a user should know about how their input was used (a
+resize, a dropped alpha channel, a truncated video) goes to ``notify`` as one line, so the demo prints it and the
+page shows it.
+"""
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, find_best_frame, frames_to_tensor, \
+    read_frame
+from config import check_frame_size, load_config
+from inference import load_networks
+from media import VideoWriter, check_not_an_input, check_writable, ends_early, image_info, read_image, video_info
+
+AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
+BACKENDS = ("torch", "onnxruntime")
+CROPS = ("none", "auto", "face", "person")
+
+
+class InputError(RuntimeError):
+    """Input that cannot be animated; the message names the file and what is wrong with it."""
+
+
+def print_note(message):
+    print(f"note: {message}", file=sys.stderr)
+
+
+@dataclass
+class Request:
+    """What to animate and how; the fields are the demo's flags."""
+    config: str
+    checkpoint: str
+    source_image: str
+    driving_video: str
+    result_video: str = "result.mp4"
+    mode: str = "avd"
+    img_shape: Optional[Tuple[int, int]] = None  # None: the config's frame_shape (384,384 when it is null)
+    device: str = "auto"
+    backend: str = "torch"
+    adapt_scale: bool = True
+    batch_size: Optional[int] = None  # None: default_batch_size of the device
+    precision: str = "fp32"
+    compile: bool = False
+    find_best_frame: bool = False
+    best_frame: Optional[int] = None
+    audio: bool = False
+    crop: str = "none"  # none, auto, face or person (cropping.crop_inputs)
+    crop_box: Optional[object] = None  # a cropping.Box in the source's pixels: crop the source by hand
+    progress: bool = True
+
+    @property
+    def crop_preview(self):
+        """Where the crop's preview is written: beside the result."""
+        return Path(self.result_video).with_suffix(".crop.png")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs, with a note for each thing changed to use them
+
+
+def read_source(path, img_shape, notify=print_note):
+    """The source image as (H, W, 3) float32 at ``img_shape``; raises MediaError naming the file."""
+    image = read_image(path, img_shape)
+    info = image_info(path)
+    if info.alpha:
+        notify(f"{path} has an alpha channel; it was dropped (the image is used as RGB)")
+    if info.grey:
+        notify(f"{path} is a grey-scale image; it was used as RGB")
+    if min(info.height / img_shape[0], info.width / img_shape[1]) < 0.25:
+        notify(f"{path} is only {info.height}x{info.width} pixels; it was enlarged to {img_shape[0]}x{img_shape[1]}, "
+               "so the result will be blurry: use a larger image")
+    _note_resize(path, "image", info.height, info.width, img_shape, notify)
+    return image
+
+
+def _note_resize(path, what, height, width, img_shape, notify):
+    if height * img_shape[1] != width * img_shape[0]:
+        notify(f"{path}: the {what} is {height}x{width}, not of the model's aspect ratio; it was resized to "
+               f"{img_shape[0]}x{img_shape[1]} (crop it around the object for better results: --crop auto)")
+
+
+def open_driving(path, img_shape, notify=print_note):
+    """Probe the driving video: its VideoInfo, with the rate the result is written at as ``fps``."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: driving video not found")
+    info = video_info(path, img_shape)  # raises MediaError naming the file
+    _note_resize(path, "video", info.height, info.width, img_shape, notify)
+    if ends_early(info):
+        notify(f"{path} ends early, at frame {info.num_frames} of the {info.expected_frames} its header promises "
+               f"(a truncated file?); the result has {info.num_frames} frames")
+    if not info.fps:
+        notify(f"{path} does not say its frame rate; the result uses {DEFAULT_FPS:g} fps")
+        info = info._replace(fps=DEFAULT_FPS)
+    return info
+
+
+def check_request(request):
+    """Before any work: the inputs exist, the result is writable in a format we write, and names no input."""
+    for key in ("config", "checkpoint", "source_image", "driving_video"):
+        if not Path(getattr(request, key)).exists():
+            raise InputError(f"{getattr(request, key)}: {key.replace('_', ' ')} not found")
+    if request.backend not in BACKENDS:
+        raise InputError(f"backend {request.backend!r}: expected one of {', '.join(BACKENDS)}")
+    if request.crop not in CROPS:
+        raise InputError(f"crop {request.crop!r}: expected one of {', '.join(CROPS)}")
+    result = Path(request.result_video)
+    inputs = {key.replace("_", " "): getattr(request, key)
+              for key in ("config", "checkpoint", "source_image", "driving_video")}
+    check_not_an_input(result, inputs)
+    if request.crop != "none" or request.crop_box is not None:
+        check_not_an_input(request.crop_preview, inputs)
+    VideoWriter(result, DEFAULT_FPS, audio_from=request.driving_video if request.audio else None)  # a format it writes
+    check_writable(result)
+
+
+def choose_img_shape(request, notify=print_note):
+    """--img_shape, else the config's frame_shape, else (null) the authors' 384,384; checked against the config."""
+    config = load_config(request.config)
+    img_shape, what = request.img_shape, f"--img_shape {','.join(map(str, request.img_shape or ()))}"
+    if img_shape is None:
+        frame_shape = config.get("dataset_params", {}).get("frame_shape", (256, 256))
+        img_shape, what = (tuple(frame_shape[:2]), f"{request.config}: dataset_params.frame_shape") if frame_shape \
+            else (AUTHORS_IMG_SHAPE, f"the default --img_shape {AUTHORS_IMG_SHAPE[0]},{AUTHORS_IMG_SHAPE[1]}")
+        if not frame_shape:
+            notify(f"{request.config} has frame_shape null (frames at their stored size); the demo works at "
+                   f"{img_shape[0]}x{img_shape[1]}, as the authors' demo does: pass --img_shape to change it")
+    check_frame_size(config, *img_shape, f"{what} (for {request.config})")
+    return img_shape
+
+
+def choose_initial_frame(animator, request, img_shape, num_frames, batch_size, notify=print_note):
+    """Measure relative motion from --best_frame, from the frame --find_best_frame finds, or else (by default)
+    from the first driving frame."""
+    device = animator.source_image.device
+    if request.find_best_frame:
+        index, frame = find_best_frame(animator, request.driving_video, img_shape, batch_size, device, num_frames,
+                                       progress=request.progress)
+        notify(f"best frame: {index}")
+        animator.set_initial(frame)
+    elif request.best_frame is not None:
+        if not 0 <= request.best_frame < num_frames:
+            raise InputError(f"{request.driving_video}: --best_frame {request.best_frame} is not a frame of its "
+                             f"{num_frames} (0 to {num_frames - 1})")
+        animator.set_initial(read_frame(request.driving_video, img_shape, request.best_frame, device))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks and the run
+
+
+def load_animation_networks(request, img_shape):
+    """(generator, region_predictor, avd_network or None) for the request's backend and device."""
+    avd_needed_by = "--mode avd" if request.mode == "avd" else None
+    if request.backend == "onnxruntime":
+        import onnx_backend  # optional: requirements-onnx.txt
+        if torch.device(request.device if request.device != "auto" else "cpu").type != "cpu":
+            raise InputError(f"--backend onnxruntime runs on the CPU; got --device {request.device}")
+        load_networks(request.config, request.checkpoint, "cpu", avd_needed_by=avd_needed_by)  # the checks, once
+        return onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape)
+    networks = load_networks(request.config, request.checkpoint, request.device, avd_needed_by=avd_needed_by)
+    return networks["generator"], networks["region_predictor"], networks.get("avd_network")
+
+
+def crop_request(request, folder, img_shape, notify=print_note):
+    """The request with its inputs cropped into ``folder`` (cropping.crop_inputs), the preview beside the result."""
+    import cropping  # optional: requirements-app.txt (OpenCV)
+    target = request.crop if request.crop != "none" else "auto"
+    cropped = cropping.crop_inputs(request.source_image, request.driving_video, target, folder,
+                                   size=max(img_shape), box=request.crop_box, preview=request.crop_preview)
+    notify(f"cropped the inputs (boxes in {request.crop_preview})")
+    return Request(**{**request.__dict__, "source_image": str(cropped.source), "driving_video": str(cropped.driving)})
+
+
+def animate_files(request, notify=print_note):
+    """Run a request; returns the result's path. Raises InputError, MediaError, ConfigError, CheckpointError (each
+    naming the file) for input it cannot use; the result is written whole or not at all."""
+    check_request(request)
+    img_shape = choose_img_shape(request, notify)
+    with tempfile.TemporaryDirectory(prefix="mraa-crop-") as folder:
+        if request.crop != "none" or request.crop_box is not None:
+            request = crop_request(request, folder, img_shape, notify)
+        generator, region_predictor, avd_network = load_animation_networks(request, img_shape)
+        torch_backend = isinstance(generator, torch.nn.Module)
+        device = next(generator.parameters()).device if torch_backend else torch.device("cpu")
+        batch_size = request.batch_size or default_batch_size(device)
+        source = frames_to_tensor([read_source(request.source_image, img_shape, notify)], device)  # (1, 3, H, W)
+        info = open_driving(request.driving_video, img_shape, notify)
+        if request.audio and not info.audio:
+            notify(f"{request.driving_video} has no sound track; the result is silent")
+        animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,
+                            adapt_movement_scale=request.adapt_scale, optimize=torch_backend,
+                            precision=request.precision if torch_backend else "fp32",
+                            compile=request.compile and torch_backend)
+        choose_initial_frame(animator, request, img_shape, info.num_frames, batch_size, notify)
+        with VideoWriter(request.result_video, info.fps,
+                         audio_from=request.driving_video if request.audio else None) as writer:
+            animate_video(animator, request.driving_video, writer, img_shape, batch_size, info.num_frames,
+                          progress=request.progress)
+    return Path(request.result_video)
