@@ -1,10 +1,11 @@
 """Reading and validating YAML configs, the one place that knows every key.
 
 The reference configs (``config/vox256.yaml`` ...) and users' own configs in that format load unchanged. A key
-that is unknown, a required key that is missing, or a value of the wrong kind is a :class:`ConfigError` that
-names the key's full path (``model_params.region_predictor_params.temprature: unknown key``). All problems of a
-file are reported at once. Optional keys missing from a file are filled with their defaults, so the config a
-run saves next to its outputs is the resolved one.
+that is unknown, a required key that is missing, or a value of the wrong kind or outside its range is a
+:class:`ConfigError` that names the key's full path (``model_params.region_predictor_params.temprature: unknown
+key``, ``train_params.batch_size: expected an integer >= 1, got 0 (int)``). All problems of a file are reported
+at once. Optional keys missing from a file are filled with their defaults, so the config a run saves next to its
+outputs is the resolved one. A frame size is checked against the networks' down-sampling (``check_frame_size``).
 """
 import difflib
 import math
@@ -336,7 +337,7 @@ def validate_config(config, source="<config>"):
     frame_shape = resolved.get("dataset_params", {}).get("frame_shape")
     if frame_shape is not None and "model_params" in resolved:
         check_frame_size(resolved, *frame_shape[:2], what=f"{source}: dataset_params.frame_shape",
-                         source="this config")
+                         source="this config", scales=resolved.get("train_params", {}).get("scales"))
     return resolved
 
 
@@ -374,15 +375,25 @@ def _side_multiple(params):
     return math.lcm(*multiples)
 
 
-def check_frame_size(config, height, width, what="frame size", source="this config"):
+VGG_MIN_SIDE = 16  # VGG-19 pools four times before its fifth stage: a smaller side pools down to nothing
+
+
+def check_frame_size(config, height, width, what="frame size", source="this config", scales=None):
     """Raise a one-line ConfigError unless (height, width) frames go through the networks of ``config``.
 
     ``config`` is a resolved config or its ``model_params``; ``what`` names the size in the message
     (``--img_shape``) and ``source`` the config (``config/vox256.yaml``). The message says the multiple needed:
     ``--img_shape 50x70: height and width must be multiples of 128 from 128 to 4096 for config/vox256.yaml``.
+    For training, ``scales`` (``train_params.scales``) also checks the perceptual loss's image pyramid.
     """
     params = config.get("model_params", config)
     if _side_fits(height, params) and _side_fits(width, params):
+        for scale in scales or ():
+            if min(_downscaled(height, scale), _downscaled(width, scale)) < VGG_MIN_SIDE:
+                raise ConfigError(f"{what} {height}x{width}: the perceptual loss's scale {scale} makes it "
+                                  f"{_downscaled(height, scale)}x{_downscaled(width, scale)}, and VGG-19 needs "
+                                  f"{VGG_MIN_SIDE} pixels per side: larger frames or larger train_params.scales "
+                                  f"for {source}")
         return
     multiple = _side_multiple(params)
     sizes = [s for s in range(multiple, MAX_FRAME_SIDE + 1, multiple) if _side_fits(s, params)]

@@ -155,6 +155,17 @@ def test_a_frame_shape_the_networks_cannot_take_is_one_line_naming_the_multiple(
                        f"from 128 to {MAX_FRAME_SIDE} for this config (nearest that fits: 128x128)")
 
 
+def test_a_frame_shape_too_small_for_the_perceptual_pyramid_is_refused(tmp_path):
+    def small(c):
+        set_key(c, "dataset_params.frame_shape", [128, 128, 3])  # the scale 0.125 makes it 16x16: fits
+        set_key(c, "train_params.scales", [1, 0.5, 0.25, 0.0625])  # 8x8 does not
+    message = error_of(write_vox_variant(tmp_path, small))
+    assert "\n" not in message
+    assert message.endswith("dataset_params.frame_shape 128x128: the perceptual loss's scale 0.0625 makes it 8x8, "
+                            "and VGG-19 needs 16 pixels per side: larger frames or larger train_params.scales for "
+                            "this config")
+
+
 @pytest.mark.parametrize("height,width", [(50, 70), (3, 3), (20000, 20000), (127, 256), (256, 4224), (0, 256)])
 def test_check_frame_size_refuses_sizes_the_published_networks_cannot_take(height, width):
     config = load_config(REPO_ROOT / "config" / "vox256.yaml")
