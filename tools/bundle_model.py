@@ -38,7 +38,8 @@ from demo import load_checkpoints, one_line  # noqa: E402
 from device import pick_device  # noqa: E402
 from frames_dataset import VideoReadError, identity_of, read_video  # noqa: E402
 from modules.build import MODEL_NAMES, build_models  # noqa: E402
-from tools.eval_transfer import EvalError, read_test_pairs  # noqa: E402
+from tools.eval_cli import EvalError, frame_size  # noqa: E402
+from tools.eval_transfer import read_test_pairs  # noqa: E402
 
 STEPS = ("checkpoint", "media", "teaser")
 MAX_MB = 20  # the issue's limit on the bundled checkpoint, in 10**6 bytes
@@ -157,7 +158,7 @@ def teaser_frames(driving, sources, animations, zoom=1):
 @torch.inference_mode()
 def write_teaser(config_path, checkpoint_path, data, out, driving_path, sources, fps=12, zoom=1, device="cpu"):
     """``<out>/teaser.gif``: ``sources`` (test videos) animated by the driving video at ``driving_path``."""
-    frame_shape = dataset_frame_shape(load_config(config_path))
+    frame_shape = frame_size(load_config(config_path))
     networks = load_checkpoints(config_path, checkpoint_path, device=str(device))
     if networks[2] is None:
         raise CheckpointError(f"{checkpoint_path}: checkpoint has no avd_network, which the teaser (avd mode) needs")
@@ -204,12 +205,6 @@ def parse_args(argv=None):
     return args
 
 
-def dataset_frame_shape(config):
-    """The config's frame (height, width), or None for ``frame_shape: null`` (frames at their stored size)."""
-    frame_shape = config.get("dataset_params", {}).get("frame_shape")
-    return tuple(frame_shape[:2]) if frame_shape else None
-
-
 def check_inputs(args):
     """Every input the steps of ``args`` need, checked before any work: returns (config, frame shape, pair)."""
     out, steps = Path(args.out), set(args.only)
@@ -228,7 +223,7 @@ def check_inputs(args):
     for step, needed in (("checkpoint", out / f"{Path(args.config).stem}.pth"), ("media", out / "driving.mp4")):
         if "teaser" in steps and step not in steps and not needed.is_file():
             raise BundleError(f"{needed}: not found; the teaser needs it: add the {step} step to --only")
-    return config, dataset_frame_shape(config), pair
+    return config, frame_size(config), pair
 
 
 def bundle(args):
