@@ -95,19 +95,16 @@ def _where(check, ok):
 
 
 def _frame_shape(v):
+    """[H, W] or [H, W, 3] with positive sizes (the dataset reads RGB)."""
     shape = _list_of(_check_int)(v)
     if len(shape) not in (2, 3) or min(shape[:2]) < 1 or shape[2:] not in ([], [3]):
         raise ValueError
     return shape
 
 
-INT = Kind("an integer", _check_int)
-FLOAT = Kind("a number", _check_float)
 BOOL = Kind("true or false", _check_bool)
 STR = Kind("a string", _check_str)
 OPT_STR = Kind("a string or null", _optional(_check_str))
-INT_LIST = Kind("a list of integers", _list_of(_check_int))
-FLOAT_LIST = Kind("a list of numbers", _list_of(_check_float))
 # Ranges: a value the code cannot use is refused where the file is read, not after an epoch of training.
 COUNT = Kind("an integer >= 1", _where(_check_int, lambda v: v >= 1))
 OPT_COUNT = Kind("an integer >= 1 or null", _optional(_where(_check_int, lambda v: v >= 1)))
