@@ -219,4 +219,4 @@ def test_a_tiny_model_in_the_authors_format_trains_reconstructs_and_animates(tmp
     assert code == 0, err
     # frame_shape null: the demo works at the authors' demo's default, 384x384, and says so.
     assert "384x384" in err or "384, 384" in err
-    assert iio.improps(result).shape == (len(frames), 384, 384, 3)
+    assert iio.imread(result, index=None).shape == (len(frames), 384, 384, 3)  # (T, H, W, 3)
