@@ -1,4 +1,7 @@
-"""tools/bundle_model.py on a tiny model and a tiny puppet set: the float16 checkpoint, the media, the teaser."""
+"""tools/bundle_model.py on a tiny model and a tiny puppet set: the float16 checkpoint, the media, the teaser, and
+bad input that must leave a previous bundle as it was."""
+import shutil
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ import torch
 from checkpoint import load_checkpoint
 from config import load_config
 from frames_dataset import identity_of
-from media import read_video
+from media import VideoReadError, read_video
 from modules.build import MODEL_NAMES, build_models
 from tiny_puppets import FRAMES, SIZE, make_tiny_puppets, write_tiny_model
 from tiny_puppets import one_thread  # noqa: F401 (a fixture)
@@ -112,3 +115,60 @@ def test_a_first_stage_checkpoint_is_a_one_line_error(bundled, tmp_path, capsys)
     errors = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(errors) == 1 and "no avd_network" in errors[0] and str(checkpoint) in errors[0]
     assert not (tmp_path / "out" / "tiny.pth").exists()
+
+
+def snapshot(folder):
+    """Every file under ``folder``: its bytes and its inode (a file replaced by os.replace has a new one)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_ino) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def previous_bundle(bundled, tmp_path):
+    """A copy of the bundled sup-mat folder, and a retrained checkpoint (other weights) to bundle over it."""
+    out = tmp_path / "sup-mat"
+    shutil.copytree(bundled["out"], out)
+    config, checkpoint = write_tiny_model(tmp_path / "retrained", bundled["data"], seed=1)
+    return {"out": out, "config": config, "checkpoint": checkpoint, "before": snapshot(out)}
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (["--pair", "999"], "no pair 999; it lists 2"),
+    (["--data", "missing"], "test_pairs.csv: not found"),
+])
+def test_a_later_step_that_cannot_run_stops_before_anything_is_written(previous_bundle, bundled, tmp_path, capsys,
+                                                                        change, fragment):
+    args = {"--checkpoint": previous_bundle["checkpoint"], "--config": previous_bundle["config"],
+            "--out": previous_bundle["out"], "--data": bundled["data"], "--device": "cpu"}
+    args.update({change[0]: tmp_path / change[1] if change[1] == "missing" else change[1]})
+    code = bm.main([str(a) for item in args.items() for a in item])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(errors) == 1 and errors[0].startswith("error: ") and fragment in errors[0], errors
+    assert snapshot(previous_bundle["out"]) == previous_bundle["before"]  # the shipped model was not replaced
+
+
+def test_a_step_that_fails_midway_leaves_the_previous_bundle_whole(previous_bundle, bundled, monkeypatch, capsys):
+    def broken_teaser(*args, **kwargs):
+        raise VideoReadError("driving.mp4: the teaser failed")
+    monkeypatch.setattr(bm, "write_teaser", broken_teaser)
+    code = bm.main(["--checkpoint", str(previous_bundle["checkpoint"]), "--config", str(previous_bundle["config"]),
+                    "--out", str(previous_bundle["out"]), "--data", str(bundled["data"]), "--device", "cpu"])
+    assert code == 1 and "the teaser failed" in capsys.readouterr().err
+    assert snapshot(previous_bundle["out"]) == previous_bundle["before"]  # no new checkpoint, media or temp files
+
+
+def test_a_new_bundle_replaces_every_file_at_the_end(previous_bundle, bundled):
+    code = bm.main(["--checkpoint", str(previous_bundle["checkpoint"]), "--config", str(previous_bundle["config"]),
+                    "--out", str(previous_bundle["out"]), "--data", str(bundled["data"]), "--device", "cpu"])
+    after = snapshot(previous_bundle["out"])
+    assert code == 0 and set(after) == set(previous_bundle["before"])  # no temporary files left
+    assert after["tiny.pth"][0] != previous_bundle["before"]["tiny.pth"][0]  # the retrained weights
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(bundled, tmp_path, capsys):
+    out = tmp_path / "sup-mat"
+    out.write_text("not a folder")
+    code = bm.main(["--config", str(bundled["config"]), "--out", str(out), "--data", str(bundled["data"]),
+                    "--only", "media"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(errors) == 1 and str(out) in errors[0] and "folder" in errors[0], errors
+    assert out.read_text() == "not a folder"

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from tiny_puppets import FRAMES, SIZE, SMALL, make_tiny_puppets, write_tiny_model
 from tiny_puppets import one_thread  # noqa: F401 (a fixture)
@@ -121,3 +122,56 @@ def test_cli_says_which_file_is_missing(tiny, tmp_path, capsys):
                     str(tiny["data"]), "--device", "cpu"])
     errors = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(errors) == 1 and "none.pth" in errors[0], errors
+
+
+def run_cli(tiny, out, capsys, config=None):
+    code = ek.main(["--config", str(config or tiny["config"]), "--checkpoint", str(tiny["checkpoint"]), "--data",
+                    str(tiny["data"]), "--device", "cpu", "--max-train-frames", "10", "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def writable_by_us(folder):
+    """Whether this process can create files in ``folder`` (root can, whatever its mode says)."""
+    try:
+        (folder / ".probe").touch()
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.mark.parametrize("kind", ["read-only folder", "folder", "under a file"])
+def test_an_out_that_cannot_be_written_is_one_line_before_the_evaluation(tiny, tmp_path, capsys, monkeypatch, kind):
+    """The check comes first: an evaluation of minutes is not run to end in a traceback at the write."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    out = {"read-only folder": folder / "keypoints.json", "folder": folder,
+           "under a file": tmp_path / "a-file" / "keypoints.json"}[kind]
+    (tmp_path / "a-file").write_text("")
+    if kind == "read-only folder":
+        folder.chmod(0o555)
+        if writable_by_us(folder):
+            folder.chmod(0o755)
+            pytest.skip("this process (root) writes into read-only folders; the other kinds cover the check")
+    monkeypatch.setattr(ek, "evaluate_checkpoint", lambda *args: pytest.fail("evaluated before checking --out"))
+    code, errors = run_cli(tiny, out, capsys)
+    folder.chmod(0o755)
+    assert code == 1 and len(errors) == 1 and errors[0].startswith(f"error: {out}: "), errors
+
+
+def test_out_is_written_atomically_and_replaces_the_previous_file(tiny, tmp_path, capsys):
+    out = tmp_path / "keypoints.json"
+    out.write_text("previous")
+    code, errors = run_cli(tiny, out, capsys)
+    assert code == 0 and json.loads(out.read_text())["num_train_frames"] == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["keypoints.json"]  # no temporary file left
+
+
+def test_frame_shape_null_reads_frames_at_their_stored_size(tiny, tmp_path, capsys):
+    config = yaml.safe_load(tiny["config"].read_text())
+    config["dataset_params"]["frame_shape"] = None
+    (tmp_path / "null.yaml").write_text(yaml.safe_dump(config))
+    code, errors = run_cli(tiny, tmp_path / "keypoints.json", capsys, config=tmp_path / "null.yaml")
+    assert code == 0, errors
+    assert json.loads((tmp_path / "keypoints.json").read_text())["image_size"] == [SIZE, SIZE]

@@ -77,3 +77,9 @@ def test_a_checkpoint_without_avd_is_a_clear_error_unless_avd_is_left_out(tiny, 
 def test_data_without_pairs_is_a_clear_error(tiny, capsys, tmp_path):
     code, _, errors = run(tiny, capsys, data=tmp_path)
     assert code == 1 and len(errors) == 1 and str(tmp_path / "test_pairs.csv") in errors[0], errors
+
+
+def test_an_out_that_is_a_folder_is_one_line_before_the_evaluation(tiny, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(et, "evaluate_checkpoint", lambda *args: pytest.fail("evaluated before checking --out"))
+    code, _, errors = run(tiny, capsys, "--out", tmp_path)
+    assert code == 1 and errors == [f"error: {tmp_path}: --out is a folder; expected the path of a JSON file"]

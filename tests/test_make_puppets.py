@@ -141,17 +141,49 @@ def test_frames_dataset_reads_the_set(puppets):
 def test_cli_preview_timing_and_overwrite(tmp_path, capsys):
     argv = ['--out', str(tmp_path / 'cli'), '--size', '32', '--train', '2', '--test', '2', '--frames', '3',
             '--clips', '1', '--pairs', '1', '--workers', '1', '--preview']
-    mp.main(argv)
+    assert mp.main(argv) == 0
     printed = capsys.readouterr().out
     assert 'wrote 5 videos' in printed and ' s' in printed and 'preview.png' in printed
     preview = iio.imread(tmp_path / 'cli' / 'preview.png')
     assert preview.shape == (4 * 128, 8 * 128, 3)  # rows: 2 train, 1 test, 1 transfer; 8 frames enlarged 4x
     assert '32x32' in (tmp_path / 'cli' / 'README.md').read_text()
-    with pytest.raises(SystemExit, match='--overwrite'):
-        mp.main(argv)
-    mp.main(argv + ['--overwrite', '--seed', '4'])
+    assert mp.main(argv) == 1 and '--overwrite' in one_error_line(capsys)
+    assert mp.main(argv + ['--overwrite', '--seed', '4']) == 0
     assert sorted(p.name for p in (tmp_path / 'cli' / 'train').iterdir()) == ['p4_0000#00', 'p4_0001#00']
     (tmp_path / 'foreign' / 'train').mkdir(parents=True)
-    with pytest.raises(SystemExit, match='no puppets.json'):
-        mp.main(['--out', str(tmp_path / 'foreign'), '--overwrite'])
+    capsys.readouterr()
+    assert mp.main(['--out', str(tmp_path / 'foreign'), '--overwrite']) == 1
+    assert 'no puppets.json' in one_error_line(capsys)
     assert (tmp_path / 'foreign' / 'train').is_dir()
+
+
+def one_error_line(capsys):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('error: '), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['--size', '13'], '--size 13: expected a frame side of 32 to 4096 pixels'),
+    (['--size', '20000'], '--size 20000: expected a frame side of 32 to 4096 pixels'),
+    (['--frames', '1'], '--frames 1: expected at least 2 frames per video (a training pair takes two)'),
+    (['--clips', '0'], '--clips 0: expected at least 1 clip per identity'),
+    (['--train', '-1'], '--train -1: expected a count >= 0'),
+    (['--seed', '-1'], '--seed -1: expected a seed >= 0'),
+    (['--camera-prob', '1.5'], '--camera-prob 1.5: expected a fraction from 0 to 1'),
+    (['--workers', '0'], '--workers 0: expected at least 1 process'),
+])
+def test_bad_settings_are_one_error_line_and_write_nothing(tmp_path, capsys, args, expected):
+    out = tmp_path / 'set'
+    assert mp.main(['--out', str(out), '--train', '1', '--test', '1', '--frames', '2', *args]) == 1
+    assert one_error_line(capsys) == f'error: {expected}'
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    out = tmp_path / 'set'
+    out.write_text('mine')
+    assert mp.main(['--out', str(out), '--train', '1', '--test', '1', '--frames', '2']) == 1
+    assert one_error_line(capsys) == f'error: --out {out}: a file; expected a folder (made when missing)'
+    assert out.read_text() == 'mine'
+

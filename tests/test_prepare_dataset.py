@@ -1,6 +1,7 @@
 """tools/prepare_dataset.py on small videos written here: layout, sizes, counts, split, crops, CSV, resume."""
 import json
 import os
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -282,10 +283,16 @@ def test_csv_rows_with_local_and_missing_sources(tmp_path):
     assert "the source has 30 frames, none in the row's frames 50-60" in skipped["abc_DEF-123#000050#000060"]
 
 
-def test_csv_errors_a_user_can_act_on(tmp_path):
+def one_error_line(capsys):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_csv_errors_a_user_can_act_on(tmp_path, capsys):
     metadata = write_metadata(tmp_path / "meta.csv", ["x,0,1,0-0-1-1"], columns="video_id,start,end,bbox")
-    with pytest.raises(SystemExit, match="missing column.*fps.*found video_id,start,end,bbox"):
-        run("--csv", metadata, "--sources", tmp_path, "--out", tmp_path / "out")
+    assert run("--csv", metadata, "--sources", tmp_path, "--out", tmp_path / "out") == 1
+    assert re.search("missing column.*fps.*found video_id,start,end,bbox", one_error_line(capsys))
 
 
 def test_fetch_without_yt_dlp_lists_the_source_as_missing(tmp_path, monkeypatch):
@@ -296,7 +303,7 @@ def test_fetch_without_yt_dlp_lists_the_source_as_missing(tmp_path, monkeypatch)
     assert missing["source"] == "gone1234567" and "pip install yt-dlp" in missing["reason"]
 
 
-def test_resume_after_an_interrupted_run(raw_videos, tmp_path, monkeypatch):
+def test_resume_after_an_interrupted_run(raw_videos, tmp_path, monkeypatch, capsys):
     raw = tmp_path / "raw"
     raw.mkdir()
     for k in (0, 1):
@@ -327,20 +334,38 @@ def test_resume_after_an_interrupted_run(raw_videos, tmp_path, monkeypatch):
                                                 for k in (0, 1) for a, b in ((0, 8), (8, 16), (16, 20))}
     monkeypatch.setattr(prep, "stream_video", None)  # a third run must not decode anything
     assert run(*argv) == 0 and report_of(tmp_path / "out")["clips_already_complete"] == 6
-    with pytest.raises(SystemExit, match="size was 16, now 32"):
-        run(*argv[:5], 32, *argv[6:])
+    capsys.readouterr()
+    assert run(*argv[:5], 32, *argv[6:]) == 1
+    assert "size was 16, now 32" in one_error_line(capsys)
 
 
 def test_cli_help_and_argument_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         run("--help")
     assert done.value.code == 0 and "examples:" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        run("--videos", tmp_path / "nowhere", "--out", tmp_path / "out")
-    assert "no such folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    assert run("--videos", tmp_path / "nowhere", "--out", tmp_path / "out") == 1
+    assert "no such folder" in one_error_line(capsys)
+    with pytest.raises(SystemExit):  # argparse's own: a value of the wrong form
         run("--videos", tmp_path, "--out", tmp_path / "out", "--crop", "1,2,3")
     assert "LEFT,TOP,RIGHT,BOTTOM" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file"])
+def test_an_out_that_is_not_a_folder_is_one_error_line(raw_videos, tmp_path, capsys, kind):
+    (tmp_path / "mine.txt").write_text("mine")
+    out = tmp_path / "mine.txt" if kind == "a file" else tmp_path / "mine.txt" / "dataset"
+    assert run("--videos", raw_videos, "--out", out, "--no-config") == 1
+    assert one_error_line(capsys).startswith(f"error: --out {out}: ")
+    assert (tmp_path / "mine.txt").read_text() == "mine"
+
+
+def test_a_config_stub_the_networks_cannot_take_says_so(raw_videos, tmp_path):
+    """--size 96 is no multiple of 128: the stub of config/vox256.yaml is written with a note saying why."""
+    base = prep.REPO_ROOT / "config" / "vox256.yaml"
+    path, note = prep.write_config_stub(base, tmp_path / "stub.yaml", "data/mine", 96, overwrite=False)
+    assert path == str(tmp_path / "stub.yaml") and (tmp_path / "stub.yaml").is_file()
+    assert note.startswith(f"written from {base}, but ") and "multiples of 128" in note
+    assert "\n" not in note
 
 
 @pytest.mark.parametrize("name", ["vox256", "taichi256", "ted384", "mgif256", "ted-youtube384"])

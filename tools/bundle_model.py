@@ -4,7 +4,8 @@
     python tools/bundle_model.py --checkpoint log/puppets64_.../00000019-cpk-avd.pth --config config/puppets64.yaml
     python tools/bundle_model.py --config config/puppets64.yaml --only teaser     # redo the teaser alone
 
-Writes to ``--out`` (default ``sup-mat``):
+Writes to ``--out`` (default ``sup-mat``), checking every input first and replacing the previous files only
+when every step has succeeded:
 
 - ``<config name>.pth``: the generator, region predictor, background predictor and AVD network state dicts and
   the epochs, without optimizer states, floating weights stored in float16 (they load into float32 modules);
@@ -17,7 +18,9 @@ Writes to ``--out`` (default ``sup-mat``):
 """
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -37,11 +40,13 @@ from frames_dataset import identity_of  # noqa: E402
 from inference import load_networks, missing_avd_error  # noqa: E402
 from media import VideoReadError, VideoWriter, read_video  # noqa: E402
 from modules.build import MODEL_NAMES, build_models  # noqa: E402
-from tools.eval_transfer import EvalError, read_test_pairs  # noqa: E402
+from tools.eval_cli import EvalError, frame_size  # noqa: E402
+from tools.eval_transfer import read_test_pairs  # noqa: E402
 
 STEPS = ("checkpoint", "media", "teaser")
 MAX_MB = 20  # the issue's limit on the bundled checkpoint, in 10**6 bytes
 EPOCHS = ("epoch_reconstruction", "epoch_avd")
+STAGE_PREFIX = ".bundle-"  # the folder inside --out where a run writes its files before moving them in
 
 
 class BundleError(RuntimeError):
@@ -154,7 +159,7 @@ def teaser_frames(driving, sources, animations, zoom=1):
 @torch.inference_mode()
 def write_teaser(config_path, checkpoint_path, data, out, driving_path, sources, fps=12, zoom=1, device="cpu"):
     """``<out>/teaser.gif``: ``sources`` (test videos) animated by the driving video at ``driving_path``."""
-    frame_shape = tuple(load_config(config_path)["dataset_params"]["frame_shape"][:2])
+    frame_shape = frame_size(load_config(config_path))
     networks = tuple(load_networks(config_path, checkpoint_path, device, avd_needed_by="the teaser (avd mode)",
                                    instead="bundle a second-stage checkpoint").values())
     driving = read_video(driving_path, frame_shape)  # (T, H, W, 3), as the demo reads it
@@ -200,24 +205,69 @@ def parse_args(argv=None):
     return args
 
 
+def check_inputs(args):
+    """Every input the steps of ``args`` need, checked before any work: returns (config, frame shape, pair)."""
+    out, steps = Path(args.out), set(args.only)
+    config = load_config(args.config)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: --out is a file; expected a folder (it is made when missing)")
+    if "checkpoint" in steps and not Path(args.checkpoint).is_file():
+        raise BundleError(f"{args.checkpoint}: checkpoint file not found")
+    pair = None
+    if steps & {"media", "teaser"}:
+        pair = test_pair(args.data, args.pair)
+        for video in pair:
+            if not (Path(args.data) / "test" / video).exists():
+                raise BundleError(f"{Path(args.data) / 'test' / video}: not found (test pair {args.pair} names it)")
+    # The teaser animates with the bundled checkpoint and driving video: this run's, else those already in --out.
+    for step, needed in (("checkpoint", out / f"{Path(args.config).stem}.pth"), ("media", out / "driving.mp4")):
+        if "teaser" in steps and step not in steps and not needed.is_file():
+            raise BundleError(f"{needed}: not found; the teaser needs it: add the {step} step to --only")
+    return config, frame_size(config), pair
+
+
 def bundle(args):
-    """Run the steps of parsed arguments; prints what each wrote."""
-    out, config = Path(args.out), args.config
-    bundled = out / f"{Path(config).stem}.pth"
-    if "checkpoint" in args.only:
-        export_checkpoint(args.checkpoint, config, bundled, args.max_mb)
-        print(describe_checkpoint(bundled))
-    if "media" in args.only:
-        frame_shape = tuple(load_config(config)["dataset_params"]["frame_shape"][:2])
-        source, driving = write_media(args.data, out, frame_shape, args.pair, args.fps)
-        print(f"{out / 'source.png'}: first frame of {source}; {out / 'driving.mp4'}: {driving}")
-    if "teaser" in args.only:
-        source, driving = test_pair(args.data, args.pair)
-        sources = teaser_sources(args.data, source, driving, args.sources)
-        path = write_teaser(config, bundled, args.data, out, out / "driving.mp4", sources, args.fps, args.zoom,
-                            pick_device(args.device))
-        print(f"{path}: {', '.join(sources)} animated by {out / 'driving.mp4'} "
-              f"({path.stat().st_size / 10 ** 6:.2f} MB)")
+    """Run the steps of parsed arguments; prints what each wrote.
+
+    Every input is checked first; every file is written to a staging folder inside ``--out`` and moved over
+    the previous bundle only once all steps have succeeded, so a failing step never leaves half a bundle.
+    """
+    config_path, steps = args.config, set(args.only)
+    _, frame_shape, pair = check_inputs(args)
+    out = Path(args.out)
+    made_out = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(STAGE_PREFIX + "*"):  # left by a run that was killed (kill -9) before it could clean up
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        name = f"{Path(config_path).stem}.pth"
+        if "checkpoint" in steps:
+            export_checkpoint(args.checkpoint, config_path, stage / name, args.max_mb)
+        if "media" in steps:
+            write_media(args.data, stage, frame_shape, args.pair, args.fps)
+        if "teaser" in steps:
+            sources = teaser_sources(args.data, *pair, args.sources)
+            staged_or_bundled = {file: stage / file if (stage / file).is_file() else out / file
+                                 for file in (name, "driving.mp4")}
+            write_teaser(config_path, staged_or_bundled[name], args.data, stage, staged_or_bundled["driving.mp4"],
+                         sources, args.fps, args.zoom, pick_device(args.device))
+        written = sorted(stage.iterdir())
+        for path in written:
+            os.replace(path, out / path.name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made_out and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    stage.rmdir()
+    if "checkpoint" in steps:
+        print(describe_checkpoint(out / name))
+    if "media" in steps:
+        print(f"{out / 'source.png'}: first frame of {pair[0]}; {out / 'driving.mp4'}: {pair[1]}")
+    if "teaser" in steps:
+        print(f"{out / 'teaser.gif'}: {', '.join(sources)} animated by {out / 'driving.mp4'} "
+              f"({(out / 'teaser.gif').stat().st_size / 10 ** 6:.2f} MB)")
 
 
 def main(argv=None):
@@ -226,6 +276,13 @@ def main(argv=None):
         bundle(args)
     except (BundleError, EvalError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"error: interrupted; {args.out} is as it was", file=sys.stderr)
+        return 130
+    except OSError as error:  # a folder that cannot be written, a full disk
+        print(f"error: {error.filename or args.out}: cannot write the bundle: {error.strerror or error}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -18,7 +18,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
     sys.path.insert(0, str(REPO_ROOT))
 
 from cropping import TARGETS, CropError, crop_file, parse_box, read_report  # noqa: E402
-from frames_dataset import VideoReadError  # noqa: E402
+from media import VideoReadError  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -1,7 +1,9 @@
 """The command-line plumbing the evaluation tools share: common arguments, checks, and the JSON report."""
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from checkpoint import CheckpointError
@@ -36,10 +38,44 @@ def parse_with_out(parser, argv, positive):
     return args
 
 
+def frame_size(config):
+    """The (height, width) frames are read at: the config's ``frame_shape``, or None (``null``: as stored)."""
+    frame_shape = config.get("dataset_params", {}).get("frame_shape")
+    return tuple(frame_shape[:2]) if frame_shape else None
+
+
+def check_out(out):
+    """Refuse an ``--out`` the JSON cannot be written to, before an evaluation of minutes runs."""
+    out = Path(out)
+    if out.is_dir():
+        raise EvalError(f"{out}: --out is a folder; expected the path of a JSON file")
+    existing = next(folder for folder in out.absolute().parents if folder.exists())
+    if not existing.is_dir():
+        raise EvalError(f"{out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise EvalError(f"{out}: the folder {existing} is not writable")
+
+
+def write_atomically(out, text):
+    """``text`` to ``out`` through a temporary file beside it: a previous file is replaced whole or not at all."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def report(evaluate, out):
     """Run ``evaluate()``, print its results as JSON (and write them to ``out``); returns the exit code, with
     problems a user can fix as one ``error:`` line."""
     try:
+        if out:
+            check_out(out)
         results = evaluate()
     except (EvalError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
@@ -47,6 +83,9 @@ def report(evaluate, out):
     text = json.dumps(results, indent=2)
     print(text)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+        try:
+            write_atomically(out, text + "\n")
+        except OSError as error:  # the results are printed above: nothing is lost
+            print(f"error: {out}: cannot write the results: {error.strerror or error}", file=sys.stderr)
+            return 1
     return 0

@@ -36,7 +36,7 @@ from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
 from media import list_frames, read_image  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
+from tools.eval_cli import EvalError, frame_size, make_parser, parse_with_out, report  # noqa: E402
 
 # Ridge penalties tried, on the mean squared error per frame; the features are coordinates in [-1, 1].
 ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -217,7 +217,7 @@ def evaluate_checkpoint(config_path, checkpoint_path, data="data/puppets", devic
     """Run the protocol for a checkpoint on a puppet set; returns the results dict (see the module docstring)."""
     start = time.perf_counter()
     config, region_predictor = load_region_predictor(config_path, checkpoint_path, device)
-    frame_shape = tuple(config.get("dataset_params", {}).get("frame_shape", (256, 256))[:2])
+    frame_shape = frame_size(config)
     train_paths, train_joints, train_groups = load_split(data, "train", max_train_frames)
     test_paths, test_joints, _ = load_split(data, "test", max_test_frames)
     image_shape = read_image(test_paths[0]).shape[:2]  # the data's own pixels, which the joints refer to

@@ -30,7 +30,7 @@ from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
 from inference import load_networks, missing_avd_error  # noqa: E402
 from media import read_video  # noqa: E402
-from tools.eval_cli import EvalError, make_parser, parse_with_out, report  # noqa: E402
+from tools.eval_cli import EvalError, frame_size, make_parser, parse_with_out, report  # noqa: E402
 
 BASELINE = "copy_source"
 
@@ -99,7 +99,7 @@ def evaluate_checkpoint(config_path, checkpoint_path, data="data/puppets", devic
     """Animate every test pair in every mode and compare with the ground truth; returns the results dict."""
     start = time.perf_counter()
     rows = read_test_pairs(data)[:max_pairs]
-    frame_shape = tuple(load_config(config_path).get("dataset_params", {}).get("frame_shape", (256, 256))[:2])
+    frame_shape = frame_size(load_config(config_path))
     networks = load_networks(config_path, checkpoint_path, device)
     networks = networks["generator"], networks["region_predictor"], networks.get("avd_network")
     check_modes(modes, networks[2], checkpoint_path)

@@ -496,15 +496,42 @@ OUTPUTS = ('train', 'test', 'keypoints', 'poses', 'transfer', 'test_pairs.csv', 
            'preview.png')
 
 
+class PuppetError(ValueError):
+    """Settings or an ``--out`` the tool cannot use; the message names the option and what it expects."""
+
+
+MIN_SIZE, MAX_SIZE = 32, 4096  # below 32 pixels the parts' textures and joints blur together
+
+
+def check_settings(out, size, num_train, num_test, frames, seed, clips_per_identity, num_pairs, camera_prob,
+                   workers):
+    """Raise a PuppetError for the first setting that cannot make a set, before anything is written."""
+    checks = [
+        (MIN_SIZE <= size <= MAX_SIZE, f"--size {size}: expected a frame side of {MIN_SIZE} to {MAX_SIZE} pixels"),
+        (frames >= 2, f"--frames {frames}: expected at least 2 frames per video (a training pair takes two)"),
+        (clips_per_identity >= 1, f"--clips {clips_per_identity}: expected at least 1 clip per identity"),
+        (num_train >= 0, f"--train {num_train}: expected a count >= 0"),
+        (num_test >= 0, f"--test {num_test}: expected a count >= 0"),
+        (num_pairs >= 0, f"--pairs {num_pairs}: expected a count >= 0"),
+        (seed >= 0, f"--seed {seed}: expected a seed >= 0"),
+        (0 <= camera_prob <= 1, f"--camera-prob {camera_prob}: expected a fraction from 0 to 1"),
+        (workers is None or workers >= 1, f"--workers {workers}: expected at least 1 process"),
+        (not Path(out).exists() or Path(out).is_dir(), f"--out {out}: a file; expected a folder (made when missing)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise PuppetError(message)
+
+
 def prepare_output(out, overwrite):
     """Make ``out``; an earlier set there is replaced only with ``overwrite``, and only its own files."""
     out = Path(out)
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
-        raise SystemExit(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace that set")
+        raise PuppetError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace that set")
     if existing and not (out / 'puppets.json').exists():
-        raise SystemExit(f"{out} holds {', '.join(existing)} but no puppets.json: not a set made by this tool, "
-                         f"so nothing is deleted; choose another --out")
+        raise PuppetError(f"{out} holds {', '.join(existing)} but no puppets.json: not a set made by this tool, "
+                          f"so nothing is deleted; choose another --out")
     for name in existing:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -514,8 +541,7 @@ def prepare_output(out, overwrite):
 def generate(out, size=64, num_train=200, num_test=20, frames=48, seed=0, clips_per_identity=4, num_pairs=20,
              camera_prob=0.5, workers=None, preview=False, overwrite=False, command=''):
     """Write a puppet set to ``out`` (layout in the module docstring); returns the settings written."""
-    if seed < 0 or size < 32 or frames < 2 or clips_per_identity < 1 or min(num_train, num_test, num_pairs) < 0:
-        raise ValueError("need seed >= 0, size >= 32, frames >= 2, clips >= 1 and non-negative counts")
+    check_settings(out, size, num_train, num_test, frames, seed, clips_per_identity, num_pairs, camera_prob, workers)
     prepare_output(out, overwrite)
     splits, pairs = plan(seed, num_train, num_test, clips_per_identity, num_pairs, frames, camera_prob)
     settings = dict(seed=seed, size=size, frames=frames, train=num_train, test=num_test, clips=clips_per_identity,
@@ -573,13 +599,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.perf_counter()
     command = ' '.join(sys.argv[1:] if argv is None else argv)
-    settings = generate(args.out, args.size, args.train, args.test, args.frames, args.seed, args.clips, args.pairs,
-                        args.camera_prob, args.workers, args.preview, args.overwrite, command)
+    try:
+        settings = generate(args.out, args.size, args.train, args.test, args.frames, args.seed, args.clips,
+                            args.pairs, args.camera_prob, args.workers, args.preview, args.overwrite, command)
+    except PuppetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a folder that cannot be written, a full disk
+        print(f"error: {error.filename or args.out}: cannot write the set: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
     count = settings['train'] + settings['test'] + settings['pairs']
     print(f"wrote {count} videos ({settings['train']} train, {settings['test']} test, {settings['pairs']} transfer) "
           f"of {args.frames} frames at {args.size}x{args.size} to {args.out} in {time.perf_counter() - start:.1f} s"
           + (f"; preview: {Path(args.out) / 'preview.png'}" if args.preview else ''))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -44,6 +44,12 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
     sys.path.insert(0, str(REPO_ROOT))
 
 from media import VIDEO_EXTENSIONS, probe_error, stream_video  # noqa: E402
+
+
+class PrepareError(RuntimeError):
+    """Input or an --out the tool cannot use; main prints it as one error line and exits with 1."""
+
+
 CSV_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height")  # plus optional "partition"
 SPLITS = ("train", "test")
 FRAME_NAME = "{:07d}.png"  # zero-padded so that sorting by name is time order
@@ -501,8 +507,8 @@ def read_metadata(csv_path):
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise SystemExit(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
-                             f"{','.join(CSV_COLUMNS)},partition, found {','.join(reader.fieldnames or [])}")
+            raise PrepareError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
+                               f"{','.join(CSV_COLUMNS)},partition, found {','.join(reader.fieldnames or [])}")
         for line, row in enumerate(reader, start=2):
             try:
                 clip = parse_row(row)
@@ -623,7 +629,8 @@ def make_config_stub(base_text, root_dir, size, base_name):
     """base_text (a published YAML config) with the dataset's values set, comments and layout kept.
 
     Sets dataset_params.root_dir and frame_shape; also pairs_list to null (the base's list names the base's
-    videos) and an augmentation crop size that equalled the base's frame size to the new size.
+    videos) and an augmentation crop size that equalled the base's frame size (or any, with frame_shape null:
+    the base's frames are stored at the size they are cropped back to) to the new size.
     """
     import yaml
     base = (yaml.safe_load(base_text) or {}).get("dataset_params")
@@ -635,7 +642,8 @@ def make_config_stub(base_text, root_dir, size, base_name):
     if base.get("pairs_list") is not None:
         changes[("dataset_params", "pairs_list")] = ("null", None)
     crop = ((base.get("augmentation_params") or {}).get("crop_param") or {}).get("size")
-    if crop is not None and list(crop) == list(base.get("frame_shape", [])[:2]):
+    frame_shape = base.get("frame_shape")  # null: the base's frames are stored at its size, the crop's
+    if crop is not None and (frame_shape is None or list(crop) == list(frame_shape[:2])):
         changes[("dataset_params", "augmentation_params", "crop_param", "size")] = (f"[{size}, {size}]", [size, size])
     for path, (text, _) in changes.items():
         if not _set_value(lines, path, text):  # only root_dir/frame_shape can be absent: add under the header
@@ -669,11 +677,30 @@ def write_config_stub(base, target, root_dir, size, overwrite):
         text = make_config_stub(base.read_text(), root_dir, size, str(base))
     except Exception as error:  # a malformed base config must not lose the prepared dataset's report
         return None, f"not written: {error}"
-    if target.exists() and target.read_text() != text and not overwrite:
-        return str(target), "kept the existing file (it differs; pass --overwrite-config to replace it)"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    return str(target), f"written from {base}"
+    try:
+        if target.exists() and target.read_text() != text and not overwrite:
+            return str(target), "kept the existing file (it differs; pass --overwrite-config to replace it)"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, target)
+    except OSError as error:
+        return None, f"not written: {target}: {error.strerror or error}"
+    problem = stub_problem(text, target)
+    return str(target), f"written from {base}" + (f", but {problem}" if problem else "")
+
+
+def stub_problem(text, target):
+    """Why the stub's config cannot be used (a frame size the networks cannot take, ...), or None."""
+    if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules live one folder up
+        sys.path.insert(0, str(REPO_ROOT))
+    import yaml
+    from config import ConfigError, validate_config
+    try:
+        validate_config(yaml.safe_load(text), str(target))
+    except ConfigError as error:
+        return " ".join(line.strip() for line in str(error).splitlines())
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -686,8 +713,8 @@ def check_resume_options(out, fingerprint):
         changed = {k: (before.get(k), v) for k, v in fingerprint.items() if before.get(k) != v}
         if changed:
             what = ", ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in sorted(changed.items()))
-            raise SystemExit(f"{out} was prepared with other options ({what}): use another --out, or delete "
-                             f"{out} to start over")
+            raise PrepareError(f"{out} was prepared with other options ({what}): use another --out, or delete "
+                               f"{out} to start over")
     write_json(path, fingerprint)
 
 
@@ -794,27 +821,39 @@ def build_parser():
     return parser
 
 
+def check_out(out):
+    """Refuse an --out that is not a folder, or cannot become one, before any video is read."""
+    out = Path(out)
+    existing = next(path for path in [out, *out.absolute().parents] if path.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is under {existing}, a file"
+        raise PrepareError(f"--out {out}: {where}; expected a folder (made when missing)")
+    if not os.access(existing, os.W_OK):
+        raise PrepareError(f"--out {out}: {existing} is not writable")
+
+
 def parse_args(argv):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parsed arguments; argparse reports a malformed value, PrepareError an unusable one."""
+    args = build_parser().parse_args(argv)
     folder = args.videos or args.sources
     if args.csv and not args.sources:
-        parser.error("--csv needs --sources DIR, the folder holding the source videos (<youtube id>.mp4)")
+        raise PrepareError("--csv needs --sources DIR, the folder holding the source videos (<youtube id>.mp4)")
     if args.csv and not Path(args.csv).is_file():
-        parser.error(f"--csv {args.csv}: no such file")
+        raise PrepareError(f"--csv {args.csv}: no such file")
     if args.csv and (args.crop[0] != "none" or args.clip_length):
-        parser.error("--crop and --clip-length apply to --videos; with --csv each row gives its box and frames")
+        raise PrepareError("--crop and --clip-length apply to --videos; with --csv each row gives its box and frames")
     if args.videos and not Path(folder).is_dir():
-        parser.error(f"--videos {folder}: no such folder")
+        raise PrepareError(f"--videos {folder}: no such folder")
     if args.csv and not args.fetch and not Path(folder).is_dir():
-        parser.error(f"--sources {folder}: no such folder (pass --fetch to download the sources into it)")
+        raise PrepareError(f"--sources {folder}: no such folder (pass --fetch to download the sources into it)")
     for flag, value, ok, expected in (("--size", args.size, args.size >= 8, "8 or more"),
                                       ("--clip-length", args.clip_length, args.clip_length >= 0, "0 or more"),
                                       ("--test-fraction", args.test_fraction, 0 <= args.test_fraction <= 1, "0 to 1"),
                                       ("--fps", args.fps, args.fps is None or args.fps > 0, "above 0"),
                                       ("--workers", args.workers, args.workers >= 1, "1 or more")):
         if not ok:
-            parser.error(f"{flag} must be {expected}; found {value}")
+            raise PrepareError(f"{flag} must be {expected}; found {value}")
+    check_out(args.out)
     if args.min_frames is None:
         args.min_frames = max(2, args.clip_length // 2)
     return args
@@ -827,6 +866,15 @@ def dataset_root_value(out):
 
 
 def main(argv=None):
+    try:
+        return prepare(argv)
+    except PrepareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def prepare(argv=None):
+    """Parse the arguments and prepare the dataset; returns the exit code."""
     args = parse_args(argv)
     started = time.time()
     opts = Options(out=args.out, size=args.size, crop=args.crop[0], box=args.crop[1], crop_margin=args.crop_margin,
