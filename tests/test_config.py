@@ -199,7 +199,7 @@ def _goes_through(models, height, width):
 
 @pytest.mark.parametrize("variant,overrides", [
     ("mraa", {}),
-    ("no_axis_swap_pad0", {}),  # a 7x7 region head without padding: heatmaps 6 pixels smaller
+    ("no_axis_swap_pad3", {}),  # a padded 7x7 region head at half size (the base model pads nothing)
     ("mraa", {"region_predictor_params__scale_factor": 0.25, "generator_params__num_down_blocks": 1}),
     ("bg_zero", {"generator_params__num_down_blocks": 0,
                  "generator_params__pixelwise_flow_predictor_params__scale_factor": 1}),
