@@ -31,7 +31,7 @@ from typing import Iterator, NamedTuple, Optional
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.transform import resize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -155,22 +155,30 @@ def _open_image(path):
         raise VideoReadError(f"cannot read image {path}: {reason}") from None
 
 
+_EXIF_ORIENTATION = 0x0112
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
+
+
 def image_info(path) -> ImageInfo:
-    """Size and colour mode of an image file, from its header."""
+    """Size (as displayed, after the EXIF orientation) and colour mode of an image file, from its header."""
     with _open_image(path) as image:
-        return ImageInfo(image.height, image.width, image.mode, _has_alpha(image), image.mode in _GREY)
+        height, width = image.height, image.width
+        if image.getexif().get(_EXIF_ORIENTATION) in _TURNED:
+            height, width = width, height
+        return ImageInfo(height, width, image.mode, _has_alpha(image), image.mode in _GREY)
 
 
 def read_image(path, frame_shape=None):
     """One image file as float32 RGB in [0, 1], (H, W, 3), resized to frame_shape when given.
 
-    A multi-frame file (APNG, TIFF stack) gives its first frame.
+    A multi-frame file (APNG, TIFF stack) gives its first frame. A phone photo is turned upright as its EXIF
+    orientation says, as every image viewer shows it.
     """
     frame_shape = check_frame_shape(frame_shape)
     with _open_image(path) as image:
         try:
             image.load()
-            frame = _pil_to_array(image, path)  # (H, W, 3)
+            frame = _pil_to_array(ImageOps.exif_transpose(image), path)  # (H, W, 3)
         except (OSError, ValueError, SyntaxError) as error:  # truncated or damaged pixel data
             raise VideoReadError(f"cannot read image {path}: {error}") from None
     return resize_frame(frame, frame_shape)

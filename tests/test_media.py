@@ -85,6 +85,20 @@ def test_every_colour_mode_becomes_the_right_rgb(mode, tmp_path):
     assert (info.height, info.width, info.alpha, info.grey) == (24, 32, alpha, grey)
 
 
+def test_a_phone_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
+    """A phone stores a portrait photo sideways with EXIF orientation 6 ("turn 90 degrees clockwise to view")."""
+    upright = rgb_image(24, 32)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # (32, 24, 3): what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    image = read_image(tmp_path / "phone.png")
+    assert image.shape == (24, 32, 3)
+    np.testing.assert_allclose(image, upright / 255, atol=1e-6)
+    info = image_info(tmp_path / "phone.png")
+    assert (info.height, info.width) == (24, 32)
+
+
 def test_a_folder_or_a_video_given_as_an_image_is_named_for_what_it_is(tmp_path):
     (tmp_path / "frames").mkdir()
     with pytest.raises(VideoReadError, match="is a folder, not an image"):
