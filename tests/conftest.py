@@ -37,3 +37,24 @@ def shared_dir():
 def realworld_dir():
     """``../shared/realworld``: a real photo and a real 133-frame video, test inputs only."""
     return _require_shared("realworld")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder no file can be created in. Its mode is 0o555; where this process is root (CI), which the kernel
+    lets write anyway, creating a file in it fails as the kernel fails it for anyone else (EACCES from os.open)."""
+    import errno
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    if os.geteuid() == 0:
+        real_open = os.open
+
+        def refusing_open(path, flags, *args, **kwargs):
+            inside = Path(os.path.abspath(os.fspath(path))).parent == folder
+            if inside and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
+    yield folder
+    folder.chmod(0o755)

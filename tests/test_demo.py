@@ -276,7 +276,7 @@ def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_in
 
 
 @pytest.mark.parametrize("case", ["folder", "under a file", "read-only folder"])
-def test_a_result_that_cannot_be_written_is_a_one_line_error(case, media, capsys, tmp_path):
+def test_a_result_that_cannot_be_written_is_a_one_line_error(case, media, capsys, tmp_path, request):
     if case == "folder":
         result = tmp_path / "out.mp4"
         result.mkdir()
@@ -284,10 +284,7 @@ def test_a_result_that_cannot_be_written_is_a_one_line_error(case, media, capsys
         (tmp_path / "file").write_text("x")
         result = tmp_path / "file" / "out.mp4"
     else:
-        if os.geteuid() == 0:
-            pytest.skip("root writes in read-only folders")
-        (tmp_path / "locked").mkdir(mode=0o555)
-        result = tmp_path / "locked" / "out.mp4"
+        result = request.getfixturevalue("read_only_folder") / "out.mp4"
     assert_one_line_error(*run(capsys, media, result_video=result), result)
 
 

@@ -1,15 +1,13 @@
 """The command-line plumbing the evaluation tools share: common arguments, checks, and the JSON report."""
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from checkpoint import CheckpointError
 from config import ConfigError
 from errors import one_line
-from media import VideoReadError
+from media import MediaError, VideoReadError, atomic_file, check_writable
 
 
 class EvalError(RuntimeError):
@@ -46,28 +44,18 @@ def frame_size(config):
 
 def check_out(out):
     """Refuse an ``--out`` the JSON cannot be written to, before an evaluation of minutes runs."""
-    out = Path(out)
-    if out.is_dir():
+    if Path(out).is_dir():
         raise EvalError(f"{out}: --out is a folder; expected the path of a JSON file")
-    existing = next(folder for folder in out.absolute().parents if folder.exists())
-    if not existing.is_dir():
-        raise EvalError(f"{out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise EvalError(f"{out}: the folder {existing} is not writable")
+    try:
+        check_writable(out)
+    except MediaError as error:
+        raise EvalError(str(error)) from None
 
 
 def write_atomically(out, text):
-    """``text`` to ``out`` through a temporary file beside it: a previous file is replaced whole or not at all."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``text`` to ``out``: a previous file is replaced whole or not at all."""
+    with atomic_file(out) as temporary:
+        temporary.write_text(text)
 
 
 def report(evaluate, out):
