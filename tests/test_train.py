@@ -2,6 +2,7 @@
 NaN stops, and the logger's files."""
 import json
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from train import ReconstructionModel, train
 from train_avd import AVDModel, scale_region_params, train_avd
 from train_avd import picture as avd_picture
 from visualizer import Visualizer
-from trainer import TrainingError, check_finite, make_scheduler, resume
+from trainer import MixedPrecision, Schedule, Stage, TrainingError, check_finite, resume
 
 CPU = torch.device("cpu")
 
@@ -165,39 +166,44 @@ def test_random_scale_is_a_diagonal_on_every_region():
     torch.testing.assert_close(scaled["shift"], (diag @ params["shift"].unsqueeze(-1)).squeeze(-1))
 
 
+def _linear_stage(milestones, lr=1e-3):
+    net = torch.nn.Linear(2, 2)
+    return Stage("reconstruction", {"generator": net}, torch.optim.Adam(net.parameters(), lr=lr),
+                 Schedule(lr, tuple(milestones)), MixedPrecision("none", CPU), CPU)
+
+
+def test_schedule_divides_by_ten_at_each_milestone():
+    schedule = Schedule.of({"lr": 2e-4, "epoch_milestones": [60, 90]})
+    rates = [schedule.rate(epoch) for epoch in (0, 59, 60, 89, 90, 200)]
+    assert rates == pytest.approx([2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6])
+
+
 def test_resume_without_scheduler_state_follows_the_milestones(tmp_path):
     net = torch.nn.Linear(2, 2)
     path = save_checkpoint(tmp_path / "published.pth", {"generator": net}, epoch_reconstruction=4)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    scheduler = make_scheduler(optimizer, [3, 10])
-    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
-    assert first == 5 and optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
-    optimizer.step()
-    for _ in range(5):  # epochs 5..9, then the milestone at 10
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    stage = _linear_stage([3, 10])
+    resume(stage, path, "tiny")
+    assert stage.first_epoch == 5 and stage.last_checkpoint == path
+    assert [stage.schedule.rate(e) for e in (5, 9, 10)] == pytest.approx([1e-4, 1e-4, 1e-5])
 
 
-def test_resume_with_longer_schedule_follows_the_config(tmp_path, capsys):
-    """A run trained with milestones [3, 6] and extended to [8, 12] at epoch 4 keeps the full lr until 8."""
+@pytest.mark.parametrize("saved_milestones", [[3, 6], Counter([3, 6])], ids=["list", "torch-counter"])
+def test_resume_with_longer_schedule_follows_the_config(tmp_path, capsys, saved_milestones):
+    """A run trained with milestones [3, 6] and extended to [8, 12] at epoch 4 keeps the full lr until 8; files
+    written before the Schedule hold torch's MultiStepLR state, whose milestones are a Counter."""
     net = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    old = make_scheduler(optimizer, [3, 6])
-    for _ in range(5):  # epochs 0..4 done
-        optimizer.step()
-        old.step()
-    path = save_checkpoint(tmp_path / "run.pth", {"generator": net}, {"optimizer_reconstruction": optimizer},
-                           epoch_reconstruction=4, scheduler_reconstruction=old.state_dict())
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    scheduler = make_scheduler(optimizer, [8, 12])
-    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
-    assert "epoch_milestones [3, 6]" in capsys.readouterr().out
-    rates = []
-    for _ in range(first, 13):  # epochs 5..12
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    path = save_checkpoint(tmp_path / "run.pth", {"generator": net}, epoch_reconstruction=4,
+                           scheduler_reconstruction={"milestones": saved_milestones, "last_epoch": 5})
+    stage = _linear_stage([8, 12])
+    resume(stage, path, "tiny")
+    assert "epoch_milestones [3, 6]; continuing with the config's [8, 12]" in capsys.readouterr().out
+    rates = [stage.schedule.rate(epoch) for epoch in range(stage.first_epoch, 13)]  # epochs 5..12
     assert rates == pytest.approx([1e-3] * 3 + [1e-4] * 4 + [1e-5])
+
+
+def test_checkpoint_holds_the_schedule_and_no_private_scheduler_state(reconstruction_checkpoint):
+    saved = read_checkpoint(reconstruction_checkpoint)["scheduler_reconstruction"]
+    assert saved == {"base_lr": 2e-4, "milestones": [1], "gamma": 0.1, "last_epoch": 1}
 
 
 class _NaNDataset(torch.utils.data.Dataset):
