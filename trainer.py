@@ -166,6 +166,15 @@ def start_epoch(loader, seed, epoch):
 DATA_ERRORS = (VideoReadError, TrainingError, OSError)
 
 
+def stop_workers(batches):
+    """End the data workers of a loader's iterator now, however the epoch ended. They ignore SIGTERM (see
+    _ignore_stop_signals), so workers kept alive by an exception's traceback would hold up the interpreter's exit,
+    which terminates and then joins its child processes; torch's iterator shuts them down cleanly."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent with no workers
+    if shutdown is not None:
+        shutdown()
+
+
 def data_error_message(error):
     """The message of a dataset error, without the traceback a data worker's error carries when the loader
     raises it again in the main process ('Caught X in DataLoader worker process 0. Original Traceback ...')."""
@@ -398,34 +407,42 @@ def run_epoch(stage, loader, logger, stop, epoch):
     pass after its step, with ``interrupted_at`` set.
     """
     started = time.time()
-    bar = tqdm(loader, desc=f"{stage.desc} {epoch}", disable=rank_and_world()[0] != 0, dynamic_ncols=True,
-               leave=False)
-    interrupted_at, batch, out, batches = None, None, None, iter(bar)
-    for iteration in itertools.count():
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        except DATA_ERRORS as error:
-            raise TrainingError(data_error_message(error)) from None
-        except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
-            if not stop.requested:
-                raise
-            interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
-            break
-        try:
-            losses, out = stage.forward(batch)
-        except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
-            raise diverged(epoch, iteration, stage.last_checkpoint, f"the forward pass failed ({e})") from None
-        values, stopping = summarise_step(losses, stop.requested, stage.device)
-        check_finite(values, epoch, iteration, stage.last_checkpoint)
-        stage.mixed.backward_and_step(sum(losses.values()), stage.optimizer)
-        logger.log_iter(values)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-        if stopping:
-            interrupted_at = {"epoch": epoch, "iteration": iteration}
-            break
-    bar.close()
+    batches = iter(loader)
+    bar = tqdm(total=len(loader), desc=f"{stage.desc} {epoch}", disable=rank_and_world()[0] != 0,
+               dynamic_ncols=True, leave=False)
+    interrupted_at, batch, out, unreadable = None, None, None, None
+    try:
+        for iteration in itertools.count():
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DATA_ERRORS as error:
+                unreadable = data_error_message(error)  # raised below, without the loader's frames attached
+                break
+            except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
+                if not stop.requested:
+                    raise
+                interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
+                break
+            try:
+                losses, out = stage.forward(batch)
+            except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
+                raise diverged(epoch, iteration, stage.last_checkpoint, f"the forward pass failed ({e})") from None
+            values, stopping = summarise_step(losses, stop.requested, stage.device)
+            check_finite(values, epoch, iteration, stage.last_checkpoint)
+            stage.mixed.backward_and_step(sum(losses.values()), stage.optimizer)
+            logger.log_iter(values)
+            bar.update()
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            if stopping:
+                interrupted_at = {"epoch": epoch, "iteration": iteration}
+                break
+    finally:
+        bar.close()
+        stop_workers(batches)
+    if unreadable is not None:
+        raise TrainingError(unreadable)
     return EpochResult(batch, out, interrupted_at, time.time() - started)
 
 
