@@ -93,14 +93,13 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
     check_params(params, "train_params", config_name)
     weights = params["loss_weights"]
     image_losses = any(weights["perceptual"]) or weights["l1"] != 0
-    if not image_losses and weights["equivariance_shift"] == 0 and weights["equivariance_affine"] == 0:
+    if not (image_losses or weights["equivariance_shift"] or weights["equivariance_affine"]):
         raise ConfigError(f"{config_name}: every weight in train_params.loss_weights is 0: there is nothing to "
                           f"learn from; give at least one loss a weight")
     networks = {name: models[name].to(device).train() for name in NETWORKS}
-    stage = Stage("reconstruction", networks, adam(chain(*(n.parameters() for n in networks.values())),
-                                                   params["lr"], device),
-                  Schedule.of(params), MixedPrecision(params["mixed_precision"], device), device,
-                  extra={"config": config})
+    optimizer = adam(chain(*(n.parameters() for n in networks.values())), params["lr"], device)
+    stage = Stage("reconstruction", networks, optimizer, Schedule.of(params),
+                  MixedPrecision(params["mixed_precision"], device), device, extra={"config": config})
     if checkpoint_path is not None:
         resume(stage, checkpoint_path, config_name)
     if nothing_to_train(stage, params, "train_params"):
