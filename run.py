@@ -86,6 +86,8 @@ def make_log_dir(args, rank):
     if args.mode in ("reconstruction", "animate"):
         log_dir = Path(args.log_dir)
         _make_folder(log_dir, f"--log_dir {log_dir}", exist_ok=True)
+        if not os.access(log_dir, os.W_OK | os.X_OK):
+            raise UsageError(f"--log_dir {log_dir}: the folder is not writable; choose a --log_dir you can write to")
     elif args.checkpoint is not None:
         log_dir = Path(args.checkpoint).parent
         if not os.access(log_dir, os.W_OK | os.X_OK):

@@ -302,6 +302,17 @@ def test_resuming_in_a_read_only_folder_is_one_error_line(data_root, tmp_path, c
                    f"writable: copy the checkpoint into a folder you can write to\n")
 
 
+def test_evaluating_into_a_read_only_log_dir_is_one_error_line(data_root, tmp_path, capsys, monkeypatch):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "model.pth").write_bytes(b"not read: the folder is refused first")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "eval")
+    assert run.cli(["--config", config, "--mode", "reconstruction", "--checkpoint", tmp_path / "model.pth",
+                    "--log_dir", tmp_path / "eval", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == (f"error: --log_dir {tmp_path / 'eval'}: the folder is not writable; choose "
+                                       f"a --log_dir you can write to\n")
+
+
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
     """Another run makes the chosen folder between the choice and the mkdir; several runs start at once."""
     monkeypatch.setattr(run.time, "strftime", lambda fmt: "20260101-000000")
