@@ -120,8 +120,9 @@ def collate_pairs(items):
     keep the size they were stored at, which can differ from video to video."""
     sizes = {}  # (H, W) -> the first video seen at that size
     for item in items:
-        for key in ("source", "driving"):
-            sizes.setdefault(tuple(np.shape(item[key])[-2:]), item.get("name", "?"))
+        for key in ("source", "driving") if isinstance(item, dict) else ():
+            if key in item:
+                sizes.setdefault(tuple(np.shape(item[key])[-2:]), item.get("name", "?"))  # (H, W) of (C, H, W)
     if len(sizes) > 1:
         found = ", ".join(f"{name} is {h}x{w}" for (h, w), name in sizes.items())
         raise TrainingError(f"one batch holds frames of different sizes ({found}); with dataset_params.frame_shape: "
