@@ -8,7 +8,10 @@ plain containers (``weights_only=True``).
 """
 import os
 import pickle
+import re
+import socket
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -181,7 +184,7 @@ def save_checkpoint(path, models, optimizers=None, half=False, **extra):
         state[key] = optimizer.state_dict()
     state.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{_writer()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -196,3 +199,49 @@ def save_checkpoint(path, models, optimizers=None, half=False, **extra):
             os.remove(tmp)
         raise
     return path
+
+
+# save_checkpoint's temporary files: '<name>.pth.<host>-<pid>.<random>.tmp'; files written before the writer was
+# part of the name are '<name>.pth.<random>.tmp'.
+_TEMPORARY = re.compile(r"^.+\.pth\.(?:(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.)?[a-z0-9_]+\.tmp$")
+_ORPHAN_AGE = 3600  # seconds after which a temporary file of another machine, or an unnamed writer, is stale
+
+
+def _writer():
+    """'<host>-<pid>' of this process, so that a later run can tell whether the writer of a temporary is alive."""
+    return f"{re.sub(r'[^A-Za-z0-9-]', '', socket.gethostname())}-{os.getpid()}"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files in ``folder`` that a killed checkpoint write left behind (each as big as a
+    checkpoint); returns their paths. Only save_checkpoint's own names are touched, and only those whose writer
+    on this machine is gone, or that are over an hour old (another machine's, or from before writers were named).
+    """
+    host = _writer().rsplit("-", 1)[0]
+    removed = []
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.tmp")) if folder.is_dir() else ():
+        match = _TEMPORARY.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        if match["pid"] is not None and match["host"] == host:
+            stale = not _alive(int(match["pid"]))
+        else:
+            stale = time.time() - path.stat().st_mtime > _ORPHAN_AGE
+        if stale:
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another run cleaned it up meanwhile
+                continue
+            removed.append(path)
+    return removed

@@ -185,12 +185,14 @@ class ImagePyramid(nn.Module):
 def perceptual_loss(vgg, pyramid, prediction, driving, weights):
     """Σ_scale Σ_i w_i · mean|φ_i(prediction) − φ_i(driving)| over the pyramid scales and VGG stages i.
 
-    Args: prediction, driving (B, C, H, W) in [0, 1]; weights, one per VGG stage. Returns a scalar. The driving
-    frame's features are the fixed target (no graph is kept for them).
+    Args: prediction, driving (B, C, H, W) in [0, 1]; weights, one per VGG stage. Returns a scalar tensor (a zero
+    one when every weight is 0). The driving frame's features are the fixed target (no graph is kept for them).
     """
+    total = prediction.new_zeros((), dtype=torch.float32)  # ()
+    if not any(weights):
+        return total
     with torch.no_grad():
         targets = {key: vgg(scaled) for key, scaled in pyramid(driving).items()}
-    total = 0
     for key, scaled in pyramid(prediction).items():  # (B, C, H * scale, W * scale) per scale
         for w, features, target in zip(weights, vgg(scaled), targets[key]):
             if w != 0:  # l1_loss is autocast to float32
@@ -277,6 +279,10 @@ def equivariance_losses(driving_params, transformed_params, transform, weights, 
 
 def avd_losses(reconstructed, target, lambda_shift, lambda_affine):
     """AVD reconstruction (Sec. 3.4): λ_shift · mean|p − p̂| and λ_affine · mean|A − Â| against the unscaled
-    driving params. Returns {'shift', 'affine'} scalars."""
-    return {"shift": lambda_shift * (reconstructed["shift"].float() - target["shift"].float()).abs().mean(),
-            "affine": lambda_affine * (reconstructed["affine"].float() - target["affine"].float()).abs().mean()}
+    driving params. Returns {'shift', 'affine'} scalars, each only when its λ is not 0."""
+    losses = {}
+    if lambda_shift != 0:
+        losses["shift"] = lambda_shift * (reconstructed["shift"].float() - target["shift"].float()).abs().mean()
+    if lambda_affine != 0:
+        losses["affine"] = lambda_affine * (reconstructed["affine"].float() - target["affine"].float()).abs().mean()
+    return losses

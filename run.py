@@ -85,16 +85,16 @@ def make_log_dir(args, rank):
     folder under --log_dir (made by rank 0, shared with the other processes)."""
     if args.mode in ("reconstruction", "animate"):
         log_dir = Path(args.log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
+        _make_folder(log_dir, f"--log_dir {log_dir}", exist_ok=True)
+        if not os.access(log_dir, os.W_OK | os.X_OK):
+            raise UsageError(f"--log_dir {log_dir}: the folder is not writable; choose a --log_dir you can write to")
     elif args.checkpoint is not None:
         log_dir = Path(args.checkpoint).parent
+        if not os.access(log_dir, os.W_OK | os.X_OK):
+            raise UsageError(f"{log_dir}: training continues in the checkpoint's folder, which is not writable: "
+                             f"copy the checkpoint into a folder you can write to")
     elif rank == 0:
-        stem = f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
-        log_dir, n = Path(args.log_dir) / stem, 1
-        while log_dir.exists():  # two runs started in the same second
-            n += 1
-            log_dir = Path(args.log_dir) / f"{stem}-{n}"
-        log_dir.mkdir(parents=True)
+        log_dir = new_run_folder(Path(args.log_dir), f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}")
     else:
         log_dir = None
     if dist.is_initialized():
@@ -102,6 +102,35 @@ def make_log_dir(args, rank):
         dist.broadcast_object_list(shared, src=0)
         log_dir = Path(shared[0])
     return log_dir
+
+
+def new_run_folder(parent, stem):
+    """Make ``parent/stem``, or ``stem-2``, ``stem-3``... when another run made it first (two runs started in the
+    same second): a folder is claimed by creating it, so no two runs ever share one."""
+    for n in range(1, 1000):
+        log_dir = parent / (stem if n == 1 else f"{stem}-{n}")
+        if _make_folder(log_dir, f"--log_dir {parent}", exist_ok=False):
+            return log_dir
+    raise UsageError(f"--log_dir {parent}: {stem} and its 998 suffixed names are all taken")
+
+
+def _make_folder(path, named, exist_ok):
+    """mkdir -p ``path``; False when it exists and ``exist_ok`` is False. A folder that cannot be made is a
+    UsageError about ``named`` (the argument as the user gave it)."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok:
+            return False
+        raise UsageError(f"{named}: expected a folder, found a file") from None
+    except NotADirectoryError:
+        raise UsageError(f"{named}: expected a folder, but a file is in the way ({path})") from None
+    except PermissionError:
+        raise UsageError(f"{named}: cannot make {path} (permission denied); choose a --log_dir you can write "
+                         f"to") from None
+    except OSError as e:
+        raise UsageError(f"{named}: cannot make {path} ({e.strerror or e})") from None
+    return True
 
 
 def copy_config(config, config_path, log_dir):

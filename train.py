@@ -9,20 +9,18 @@ it continues at the next epoch. SIGINT/SIGTERM write ``{epoch:08d}-interrupted-c
 weights so far; resuming from it trains that epoch again). Only rank 0 writes.
 """
 from itertools import chain
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from checkpoint import save_checkpoint
-from config import require_section
+from config import ConfigError, require_section
 from logger import Logger
 from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss,
                     pixel_l1_loss)
 from modules.optimize import optimize_for_training, wants_channels_last
 from modules.util import as_float32, float32_geometry
-from trainer import (MixedPrecision, adam, barrier, checkpoint_name, distribute, make_loader, make_scheduler,
-                     rank_and_world, resume, train_epochs)
+from trainer import (MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute, make_loader,
+                     nothing_to_train, rank_and_world, resume, train_epochs)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
@@ -30,7 +28,10 @@ VIS_ROWS = 8  # batch items shown in the per-epoch picture
 
 
 class ReconstructionModel(nn.Module):
-    """The three networks of the first stage and the losses, as one module so that DDP sees one forward."""
+    """The three networks of the first stage and the losses, as one module so that DDP sees one forward.
+
+    A loss whose weights are all 0 is not computed, and is absent from the losses returned (and from the logs).
+    """
 
     def __init__(self, generator, region_predictor, bg_predictor, vgg, train_params, model_params):
         super().__init__()
@@ -42,24 +43,27 @@ class ReconstructionModel(nn.Module):
 
     def forward(self, source, driving, transform):
         """source, driving (B, C, H, W); transform a RandomTransform. Returns (losses, generated)."""
+        weights = self.loss_weights
         source_params = as_float32(self.region_predictor(source))
         driving_params = as_float32(self.region_predictor(driving))
         bg_params = self.bg_predictor(source, driving).float()  # (B, 3, 3)
         generated = self.generator(source, driving_region_params=driving_params,
                                    source_region_params=source_params, bg_params=bg_params)
         generated.update(source_region_params=source_params, driving_region_params=driving_params)
-        losses = {"perceptual": perceptual_loss(self.vgg, self.pyramid, generated["prediction"], driving,
-                                                self.loss_weights["perceptual"])}
-        if self.loss_weights["l1"] != 0:
-            losses["l1"] = pixel_l1_loss(generated["prediction"], driving, self.loss_weights["l1"])
-        if self.loss_weights["equivariance_shift"] != 0 or self.loss_weights["equivariance_affine"] != 0:
+        losses = {}
+        if any(weights["perceptual"]):
+            losses["perceptual"] = perceptual_loss(self.vgg, self.pyramid, generated["prediction"], driving,
+                                                   weights["perceptual"])
+        if weights["l1"] != 0:
+            losses["l1"] = pixel_l1_loss(generated["prediction"], driving, weights["l1"])
+        if weights["equivariance_shift"] != 0 or weights["equivariance_affine"] != 0:
             with float32_geometry(source.device.type):
                 transformed_frame = transform.transform_frame(driving)  # (B, C, H, W)
             transformed_params = as_float32(self.region_predictor(transformed_frame))
             generated.update(transformed_frame=transformed_frame, transformed_region_params=transformed_params)
             with float32_geometry(source.device.type):
-                losses.update(equivariance_losses(driving_params, transformed_params, transform,
-                                                  self.loss_weights, self.revert_axis_swap))
+                losses.update(equivariance_losses(driving_params, transformed_params, transform, weights,
+                                                  self.revert_axis_swap))
         return losses, generated
 
 
@@ -79,17 +83,6 @@ def picture(visualizer, batch, generated, rows=VIS_ROWS):
     return visualizer.visualize(driving=head(batch["driving"]), source=head(batch["source"]), out=head(generated))
 
 
-def save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config, interrupted_at=None):
-    """Write ``{epoch:08d}-cpk-reconstruction.pth`` (or the interrupted epoch's file); returns its path."""
-    extra = {"scaler_reconstruction": mixed.scaler.state_dict()} if mixed.scaler.is_enabled() else {}
-    if interrupted_at is not None:
-        extra["interrupted_at"] = interrupted_at
-    done = epoch - 1 if interrupted_at is not None else epoch  # the last epoch trained to its end
-    path = Path(log_dir) / checkpoint_name(epoch, "reconstruction", interrupted=interrupted_at is not None)
-    return save_checkpoint(path, networks, {"optimizer_reconstruction": optimizer}, epoch_reconstruction=done,
-                           scheduler_reconstruction=scheduler.state_dict(), config=config, **extra)
-
-
 def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
     """Train the first stage for ``train_params.num_epochs`` epochs, or resume from ``checkpoint_path``.
 
@@ -97,47 +90,45 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
     """
     config_name = config_name or "the config"
     params = require_section(config, "train_params", config_name)
-    main = rank_and_world()[0] == 0
+    check_params(params, "train_params", config_name)
+    weights = params["loss_weights"]
+    image_losses = any(weights["perceptual"]) or weights["l1"] != 0
+    if not (image_losses or weights["equivariance_shift"] or weights["equivariance_affine"]):
+        raise ConfigError(f"{config_name}: every weight in train_params.loss_weights is 0: there is nothing to "
+                          f"learn from; give at least one loss a weight")
     networks = {name: models[name].to(device).train() for name in NETWORKS}
     optimizer = adam(chain(*(n.parameters() for n in networks.values())), params["lr"], device)
-    scheduler = make_scheduler(optimizer, params["epoch_milestones"])
-    mixed = MixedPrecision(params["mixed_precision"], device)
-    first_epoch, last_saved = 0, checkpoint_path
+    stage = Stage("reconstruction", networks, optimizer, Schedule.of(params),
+                  MixedPrecision(params["mixed_precision"], device), device, extra={"config": config})
     if checkpoint_path is not None:
-        first_epoch, state = resume(checkpoint_path, networks, optimizer, scheduler, "reconstruction", params["lr"],
-                                    config_name, device)
-        if "scaler_reconstruction" in state:
-            mixed.scaler.load_state_dict(state["scaler_reconstruction"])
-    if first_epoch >= params["num_epochs"]:
-        if main:
-            print(f"{checkpoint_path} has finished epoch {first_epoch - 1}, and train_params.num_epochs is "
-                  f"{params['num_epochs']}: nothing to train (raise num_epochs to train on)")
+        resume(stage, checkpoint_path, config_name)
+    if nothing_to_train(stage, params, "train_params"):
         return None
 
     model = ReconstructionModel(**networks, vgg=build_vgg(params["vgg_weights"], config_name, device),
                                 train_params=params, model_params=config["model_params"]).to(device)
     # Same losses, less time: transposed up-sampling, in-place ReLUs, channels-last (tools/benchmark.py measures it).
-    channels_last = wants_channels_last(device, params["mixed_precision"] if mixed.enabled else "fp32")
+    channels_last = wants_channels_last(device, params["mixed_precision"] if stage.mixed.enabled else "fp32")
     optimize_for_training(model, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    # Without a flow predictor, regions feed only the equivariance losses, which may be switched off.
+    # Without a flow predictor, regions feed only the equivariance losses; without image losses, nothing feeds the
+    # generator: either may leave parameters without gradients.
     model = distribute(model, device, sync_bn=params["use_sync_bn"],
-                       find_unused_parameters=networks["generator"].pixelwise_flow_predictor is None)
-    loader = make_loader(dataset, params, device, "train_params", seed)
-    logger = Logger(log_dir, "reconstruction", enabled=main)
-    visualizer = Visualizer(**config.get("visualizer_params", {}))
-    if verbose and main:
+                       find_unused_parameters=networks["generator"].pixelwise_flow_predictor is None
+                       or not image_losses)
+    if verbose and rank_and_world()[0] == 0:
         print(model)
 
     def forward(batch):
         source = batch["source"].to(device, non_blocking=True).contiguous(memory_format=memory_format)  # (B, C, H, W)
         driving = batch["driving"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         transform = RandomTransform(source.shape[0], **params["transform_params"], device=device)
-        with mixed.autocast():
+        with stage.mixed.autocast():
             return model(source, driving, transform)
 
-    def save(epoch, interrupted_at=None):
-        return save_reconstruction(log_dir, epoch, networks, optimizer, scheduler, mixed, config, interrupted_at)
-
-    return train_epochs(forward, loader, optimizer, scheduler, mixed, logger, params, first_epoch, seed, last_saved,
-                        device, save, lambda result: picture(visualizer, result.batch, result.out), tag="rec")
+    visualizer = Visualizer(**config.get("visualizer_params", {}))
+    stage.forward = forward
+    stage.picture = lambda result: picture(visualizer, result.batch, result.out)
+    loader = make_loader(dataset, params, device, "train_params", seed)
+    logger = Logger(log_dir, "reconstruction", enabled=rank_and_world()[0] == 0)
+    return train_epochs(stage, loader, logger, params, log_dir=log_dir, seed=seed)

@@ -8,18 +8,15 @@ unscaled driving params. Checkpoints ``{epoch:08d}-cpk-avd.pth`` hold all four n
 ``scheduler_avd``, ``epoch_avd``, and the first stage's ``optimizer_reconstruction`` / ``epoch_reconstruction``
 carried over from the input checkpoint, each under its own key.
 """
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from checkpoint import save_checkpoint
 from config import ConfigError, require_section
 from logger import Logger
 from losses import avd_losses
 from modules.util import as_float32
-from trainer import (MixedPrecision, TrainingError, checkpoint_name, distribute, make_loader, make_scheduler,
-                     rank_and_world, resume, train_epochs)
+from trainer import (MixedPrecision, Schedule, Stage, TrainingError, adam, check_params, distribute, make_loader,
+                     nothing_to_train, rank_and_world, resume, train_epochs)
 from visualizer import Visualizer
 
 FROZEN = ("generator", "region_predictor", "bg_predictor")
@@ -76,15 +73,6 @@ def picture(visualizer, generator, batch, params, device, rows=VIS_ROWS):
     return visualizer.visualize(driving=batch["driving"][:rows], source=source, out=out)
 
 
-def save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried, interrupted_at=None):
-    """Write ``{epoch:08d}-cpk-avd.pth`` (or the interrupted epoch's file) with all four networks; returns its path."""
-    extra = {"interrupted_at": interrupted_at} if interrupted_at is not None else {}
-    done = epoch - 1 if interrupted_at is not None else epoch  # the last epoch trained to its end
-    path = Path(log_dir) / checkpoint_name(epoch, "avd", interrupted=interrupted_at is not None)
-    return save_checkpoint(path, {**frozen, "avd_network": avd_network}, {"optimizer_avd": optimizer},
-                           epoch_avd=done, scheduler_avd=scheduler.state_dict(), config=config, **carried, **extra)
-
-
 def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
     """Train the AVD network from a first-stage checkpoint (or resume an AVD checkpoint).
 
@@ -92,35 +80,30 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
     """
     config_name = config_name or "the config"
     params = require_section(config, "train_avd_params", config_name)
+    check_params(params, "train_avd_params", config_name)
     if checkpoint_path is None:
         raise TrainingError("--mode train_avd needs --checkpoint: a first-stage checkpoint "
                             "(<log dir>/<epoch>-cpk-reconstruction.pth) whose region predictor it learns from")
     if not config["model_params"]["estimate_affine"]:
         raise ConfigError(f"{config_name}: AVD learns region shapes: model_params.estimate_affine must be true")
+    if params["lambda_shift"] == 0 and params["lambda_affine"] == 0:
+        raise ConfigError(f"{config_name}: train_avd_params.lambda_shift and lambda_affine are both 0: there is "
+                          f"nothing to learn from; give at least one of them a weight")
     rank, world = rank_and_world()
-    main = rank == 0
     if params["batch_size"] // world < 2:
         raise ConfigError(f"{config_name}: train_avd_params.batch_size gives {params['batch_size'] // world} item(s) "
                           f"per process; the AVD network's batch norms need at least 2")
     frozen = {name: models[name].to(device).eval().requires_grad_(False) for name in FROZEN}
     avd_network = models["avd_network"].to(device).train()
-    optimizer = torch.optim.Adam(avd_network.parameters(), lr=params["lr"], betas=(0.5, 0.999))
-    scheduler = make_scheduler(optimizer, params["epoch_milestones"])
-    first_epoch, state = resume(checkpoint_path, {**frozen, "avd_network": avd_network}, optimizer, scheduler,
-                                "avd", params["lr"], config_name, device, optional=("avd_network",))
-    carried = {key: state[key] for key in CARRIED if key in state}
-    if first_epoch >= params["num_epochs"]:
-        if main:
-            print(f"{checkpoint_path} has finished AVD epoch {first_epoch - 1}, and train_avd_params.num_epochs is "
-                  f"{params['num_epochs']}: nothing to train (raise num_epochs to train on)")
+    stage = Stage("avd", {**frozen, "avd_network": avd_network}, adam(avd_network.parameters(), params["lr"], device),
+                  Schedule.of(params), MixedPrecision("none", device), device)  # the MLP is small: float32
+    state = resume(stage, checkpoint_path, config_name, optional=("avd_network",))
+    stage.extra = {"config": config, **{key: state[key] for key in CARRIED if key in state}}
+    if nothing_to_train(stage, params, "train_avd_params"):
         return None
 
     model = distribute(AVDModel(frozen["region_predictor"], avd_network, params).to(device).train(), device)
-    loader = make_loader(dataset, params, device, "train_avd_params", seed)
-    logger = Logger(log_dir, "avd", enabled=main)
-    visualizer = Visualizer(**config.get("visualizer_params", {}))
-    full_precision, last_saved = MixedPrecision("none", device), checkpoint_path  # the MLP is small: float32
-    if verbose and main:
+    if verbose and rank == 0:
         print(model)
 
     def forward(batch):
@@ -128,11 +111,9 @@ def train_avd(config, models, checkpoint_path, log_dir, dataset, device, seed=0,
         driving = batch["driving"].to(device, non_blocking=True)  # (B, C, H, W)
         return model(source, driving, random_scales(source.shape[0], params["random_scale"], device))
 
-    def save(epoch, interrupted_at=None):
-        return save_avd(log_dir, epoch, frozen, avd_network, optimizer, scheduler, config, carried, interrupted_at)
-
-    def draw(result):
-        return picture(visualizer, frozen["generator"], result.batch, result.out, device)
-
-    return train_epochs(forward, loader, optimizer, scheduler, full_precision, logger, params, first_epoch, seed,
-                        last_saved, device, save, draw, tag="avd", desc="avd epoch")
+    visualizer = Visualizer(**config.get("visualizer_params", {}))
+    stage.forward = forward
+    stage.picture = lambda result: picture(visualizer, frozen["generator"], result.batch, result.out, device)
+    loader = make_loader(dataset, params, device, "train_avd_params", seed)
+    logger = Logger(log_dir, "avd", enabled=rank == 0)
+    return train_epochs(stage, loader, logger, params, log_dir=log_dir, seed=seed)

@@ -1,31 +1,39 @@
 """The plumbing both training stages share (``train.py``, ``train_avd.py``): processes, seeding, data loading,
-resuming, mixed precision, interruption and the per-step check of the losses.
+the :class:`Stage` (what one stage is) with its one save and one resume, mixed precision, interruption and the
+per-step check of the losses, and :func:`train_epochs`, the epoch loop.
 
 Distributed runs are launched by ``torchrun`` (see ``run.py``); every helper here also works in one process.
 The config's ``batch_size`` is the global batch: each of the N processes loads ``batch_size / N`` items.
 Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so a resumed run draws the same
-pairs, augmentations and random warps as one that never stopped.
+pairs, augmentations and random warps as one that never stopped; the learning rate, too, is a function of the
+epoch alone (:class:`Schedule`).
 """
 import bisect
 import itertools
+import os
 import random
 import signal
 import threading
 import time
-from typing import NamedTuple, Optional
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import MultiStepLR
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, default_collate
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint
-from frames_dataset import DatasetRepeater
+from checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from config import ConfigError
+from frames_dataset import DatasetRepeater, VideoReadError
 from logger import format_losses
 from sync_batchnorm import convert_model
+
+GAMMA = 0.1  # the published schedule divides the learning rate by 10 at each milestone
 
 
 class TrainingError(RuntimeError):
@@ -92,6 +100,36 @@ def _ignore_stop_signals(worker_id):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def usable_workers(requested, section):
+    """``requested`` data workers, but no more than the cores this process may run on (with a note when fewer):
+    the published configs ask for 6 or more, which only slow a small machine down."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity masks
+        cores = os.cpu_count() or 1
+    if requested <= cores:
+        return requested
+    if rank_and_world()[0] == 0:
+        print(f"note: {section}.dataloader_workers is {requested}, and this process may use {cores} core(s): "
+              f"loading with {cores} worker(s)")
+    return cores
+
+
+def collate_pairs(items):
+    """torch's default collation, once the frames are known to share one size: with ``frame_shape: null`` they
+    keep the size they were stored at, which can differ from video to video."""
+    sizes = {}  # (H, W) -> the first video seen at that size
+    for item in items:
+        for key in ("source", "driving") if isinstance(item, dict) else ():
+            if key in item:
+                sizes.setdefault(tuple(np.shape(item[key])[-2:]), item.get("name", "?"))  # (H, W) of (C, H, W)
+    if len(sizes) > 1:
+        found = ", ".join(f"{name} is {h}x{w}" for (h, w), name in sizes.items())
+        raise TrainingError(f"one batch holds frames of different sizes ({found}); with dataset_params.frame_shape: "
+                            f"null every video must be stored at the same size: resize them, or set frame_shape")
+    return default_collate(items)
+
+
 def make_loader(dataset, params, device, section, seed=0):
     """Shuffled loader over ``dataset`` repeated ``num_repeats`` times per epoch, full batches only.
 
@@ -107,9 +145,9 @@ def make_loader(dataset, params, device, section, seed=0):
     generator = torch.Generator()
     sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
                if world > 1 else RandomSampler(dataset, generator=generator))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=params["dataloader_workers"],
-                        drop_last=True, pin_memory=device.type == "cuda", generator=generator,
-                        worker_init_fn=_ignore_stop_signals)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_pairs,
+                        num_workers=usable_workers(params["dataloader_workers"], section), drop_last=True,
+                        pin_memory=device.type == "cuda", generator=generator, worker_init_fn=_ignore_stop_signals)
     if len(loader) == 0:
         raise TrainingError(f"an epoch has {len(dataset)} training pairs ({section}.num_repeats = "
                             f"{params['num_repeats']}), fewer than one batch of {batch_size} per process: lower "
@@ -125,56 +163,27 @@ def start_epoch(loader, seed, epoch):
         loader.sampler.set_epoch(epoch)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Resuming
+# The dataset's own errors, which say what is wrong with the data; anything else from the loader is a bug.
+DATA_ERRORS = (VideoReadError, TrainingError, OSError)
 
 
-def adam(parameters, lr, device):
-    """Adam with the paper's betas (0.5, 0.999); its fused kernel, one pass over each tensor, where torch has it
-    for ``device`` (CUDA; CPUs from torch 2.4): the same update up to float rounding."""
-    version = tuple(int(part) for part in torch.__version__.split(".")[:2] if part.isdigit())
-    fused = device.type == "cuda" or (device.type == "cpu" and version >= (2, 4))
-    return torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999), **({"fused": True} if fused else {}))
+def stop_workers(batches):
+    """End the data workers of a loader's iterator now, however the epoch ended. They ignore SIGTERM (see
+    _ignore_stop_signals), so workers kept alive by an exception's traceback would hold up the interpreter's exit,
+    which terminates and then joins its child processes; torch's iterator shuts them down cleanly."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent with no workers
+    if shutdown is not None:
+        shutdown()
 
 
-def make_scheduler(optimizer, milestones):
-    """The learning rate divided by 10 at each milestone epoch; stepped once per epoch."""
-    return MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-
-
-def resume(checkpoint_path, networks, optimizer, scheduler, stage, base_lr, config_name, device, optional=()):
-    """Load a checkpoint into ``networks``, the ``optimizer_<stage>`` and the ``scheduler_<stage>``.
-
-    Returns (the first epoch to train, the checkpoint dict). The first epoch is the one after the checkpoint's
-    ``epoch_<stage>`` (0 when the checkpoint has none, e.g. a first-stage checkpoint for the AVD stage). The
-    learning rate is the one the config's ``lr`` and ``epoch_milestones`` give at that epoch, so a run resumed
-    with a longer schedule follows the new one (files without a scheduler state, the published ones, too).
-    Networks named in ``optional`` keep their weights when the file lacks them.
-    """
-    checkpoint = load_checkpoint(checkpoint_path, networks, {f"optimizer_{stage}": optimizer},
-                                 config_name=config_name, map_location=device, optional=optional)
-    first_epoch = checkpoint[f"epoch_{stage}"] + 1 if f"epoch_{stage}" in checkpoint else 0
-    config_milestones = scheduler.milestones.copy()
-    milestones = sorted(config_milestones.elements())
-    if f"scheduler_{stage}" in checkpoint:
-        scheduler.load_state_dict(checkpoint[f"scheduler_{stage}"])  # step count and the like
-        saved = sorted(scheduler.milestones.elements())
-        if saved != milestones and rank_and_world()[0] == 0:
-            print(f"note: {checkpoint_path} was trained with epoch_milestones {saved}; "
-                  f"continuing with the config's {milestones}")
-        scheduler.milestones = config_milestones
-    lr = base_lr * scheduler.gamma ** bisect.bisect_right(milestones, first_epoch)
-    for group in optimizer.param_groups:
-        group["initial_lr"], group["lr"] = base_lr, lr
-    scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
-    scheduler.last_epoch = first_epoch
-    scheduler._last_lr = [lr] * len(optimizer.param_groups)
-    return first_epoch, checkpoint
-
-
-def checkpoint_name(epoch, stage, interrupted=False):
-    """``00000012-cpk-reconstruction.pth``; an interrupted epoch's file is ``...-interrupted-cpk-<stage>.pth``."""
-    return f"{epoch:08d}-{'interrupted-' if interrupted else ''}cpk-{stage}.pth"
+def data_error_message(error):
+    """The message of a dataset error, without the traceback a data worker's error carries when the loader
+    raises it again in the main process ('Caught X in DataLoader worker process 0. Original Traceback ...')."""
+    text = str(error)
+    marker = f"{type(error).__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,6 +211,138 @@ class MixedPrecision:
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The stage: what it is, where it stands, its one save and its one resume
+
+
+def adam(parameters, lr, device):
+    """Adam with the paper's betas (0.5, 0.999); its fused kernel, one pass over each tensor, where torch has it
+    for ``device`` (CUDA; CPUs from torch 2.4): the same update up to float rounding."""
+    version = tuple(int(part) for part in torch.__version__.split(".")[:2] if part.isdigit())
+    fused = device.type == "cuda" or (device.type == "cpu" and version >= (2, 4))
+    return torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999), **({"fused": True} if fused else {}))
+
+
+class Schedule(NamedTuple):
+    """The published step schedule: ``lr`` divided by 10 at each milestone epoch passed (torch's MultiStepLR with
+    gamma 0.1), computed from the epoch alone so that a resumed run needs no scheduler state."""
+    lr: float
+    milestones: tuple  # sorted epochs
+
+    @classmethod
+    def of(cls, params):
+        """The schedule of a config section (``train_params`` / ``train_avd_params``)."""
+        return cls(params["lr"], tuple(sorted(params["epoch_milestones"])))
+
+    def rate(self, epoch):
+        return self.lr * GAMMA ** bisect.bisect_right(self.milestones, epoch)
+
+    def state(self, next_epoch):
+        """What a checkpoint keeps of it (``scheduler_<stage>``), read back only to note a changed schedule."""
+        return {"base_lr": self.lr, "milestones": list(self.milestones), "gamma": GAMMA, "last_epoch": next_epoch}
+
+
+@dataclass(eq=False)
+class Stage:
+    """One training stage, as the epoch loop and its checkpoints see it.
+
+    Attributes:
+        name: 'reconstruction' or 'avd'. It names the checkpoint's entries (``optimizer_<name>``, ``epoch_<name>``,
+            ``scheduler_<name>``, ``scaler_<name>``) and files (``<epoch>-cpk-<name>.pth``).
+        networks: every network its checkpoints hold, by published name, frozen ones included.
+        optimizer, schedule, mixed: what steps the trained networks, and at which rate.
+        device: where the networks are.
+        extra: entries stored as they are in every checkpoint (the config, the first stage's carried entries).
+        forward: batch -> (losses, outputs), ``losses`` a dict of scalar tensors summed into the training loss;
+            set once the model is built (after :func:`resume`, which may find nothing left to train).
+        picture: :class:`EpochResult` -> the epoch's uint8 (H, W, 3) picture.
+        first_epoch, last_checkpoint: where the stage stands; set by :func:`resume`, moved on by
+            :func:`train_epochs`.
+    """
+    name: str
+    networks: dict
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    mixed: MixedPrecision
+    device: torch.device
+    extra: dict = field(default_factory=dict)
+    forward: Optional[Callable] = None
+    picture: Optional[Callable] = None
+    first_epoch: int = 0
+    last_checkpoint: Optional[Path] = None
+
+    @property
+    def tag(self):
+        """Ends the pictures' names: ``train-vis/<epoch>-rec.png``, ``train-vis/<epoch>-avd.png``."""
+        return "rec" if self.name == "reconstruction" else self.name
+
+    @property
+    def desc(self):
+        return "epoch" if self.name == "reconstruction" else f"{self.name} epoch"
+
+
+def check_params(params, section, config_name):
+    """Refuse, before anything trains, values the loop cannot run with (config.py checks them too; this guards
+    callers that pass a config dict of their own)."""
+    for key, low in (("num_epochs", 1), ("num_repeats", 1), ("batch_size", 1), ("checkpoint_freq", 1),
+                     ("dataloader_workers", 0)):
+        if not isinstance(params[key], int) or params[key] < low:
+            raise ConfigError(f"{config_name}: {section}.{key} is {params[key]!r}; expected an integer of {low} "
+                              f"or more")
+
+
+def checkpoint_name(epoch, stage, interrupted=False):
+    """``00000012-cpk-reconstruction.pth``; an interrupted epoch's file is ``...-interrupted-cpk-<stage>.pth``."""
+    return f"{epoch:08d}-{'interrupted-' if interrupted else ''}cpk-{stage}.pth"
+
+
+def save_stage(stage, log_dir, epoch, interrupted_at=None):
+    """Write the stage's checkpoint for ``epoch`` into ``log_dir`` (the interrupted epoch's file when
+    ``interrupted_at`` is given); returns its path. Resuming from it trains the epoch after the last one finished."""
+    name, interrupted = stage.name, interrupted_at is not None
+    entries = {f"epoch_{name}": epoch - 1 if interrupted else epoch}  # the last epoch trained to its end
+    entries[f"scheduler_{name}"] = stage.schedule.state(entries[f"epoch_{name}"] + 1)
+    if stage.mixed.scaler.is_enabled():
+        entries[f"scaler_{name}"] = stage.mixed.scaler.state_dict()
+    if interrupted:
+        entries["interrupted_at"] = interrupted_at
+    path = Path(log_dir) / checkpoint_name(epoch, name, interrupted)
+    return save_checkpoint(path, stage.networks, {f"optimizer_{name}": stage.optimizer}, **stage.extra, **entries)
+
+
+def resume(stage, checkpoint_path, config_name, optional=()):
+    """Load a checkpoint into the stage's networks, optimizer and grad scaler; returns the checkpoint dict.
+
+    The stage then starts at the epoch after the file's ``epoch_<name>`` (0 when it has none, e.g. a first-stage
+    checkpoint for the AVD stage). The learning rate takes nothing from the file: :func:`train_epochs` sets the
+    config's rate every epoch, so a run resumed with a longer schedule follows it (with a note naming the old one).
+    Networks named in ``optional`` keep their weights when the file lacks them.
+    """
+    name = stage.name
+    checkpoint = load_checkpoint(checkpoint_path, stage.networks, {f"optimizer_{name}": stage.optimizer},
+                                 config_name=config_name, map_location=stage.device, optional=optional)
+    stage.first_epoch = checkpoint[f"epoch_{name}"] + 1 if f"epoch_{name}" in checkpoint else 0
+    stage.last_checkpoint = checkpoint_path
+    if f"scaler_{name}" in checkpoint:
+        stage.mixed.scaler.load_state_dict(checkpoint[f"scaler_{name}"])
+    saved = checkpoint.get(f"scheduler_{name}", {}).get("milestones")  # a list, or torch's Counter in older files
+    if saved is not None and sorted(Counter(saved).elements()) != list(stage.schedule.milestones) \
+            and rank_and_world()[0] == 0:
+        print(f"note: {checkpoint_path} was trained with epoch_milestones {sorted(Counter(saved).elements())}; "
+              f"continuing with the config's {list(stage.schedule.milestones)}")
+    return checkpoint
+
+
+def nothing_to_train(stage, params, section):
+    """Whether the stage's checkpoint already holds ``num_epochs`` epochs; rank 0 says so."""
+    if stage.first_epoch < params["num_epochs"]:
+        return False
+    if rank_and_world()[0] == 0:
+        print(f"{stage.last_checkpoint} has finished {stage.desc} {stage.first_epoch - 1}, and {section}.num_epochs "
+              f"is {params['num_epochs']}: nothing to train (raise num_epochs to train on)")
+    return True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -260,39 +401,49 @@ class EpochResult(NamedTuple):
     seconds: float
 
 
-def run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_checkpoint, device, desc="epoch"):
-    """One pass over ``loader`` for either stage: forward, check, step, log.
+def run_epoch(stage, loader, logger, stop, epoch):
+    """One pass over ``loader``: load a batch, forward, check the losses, step, log.
 
-    ``forward(batch) -> (losses, out)`` with ``losses`` a dict of scalars, summed into the training loss. The
-    numbers are checked before the step (see :func:`check_finite`); a stop requested on any process ends the
+    The numbers are checked before the step (see :func:`check_finite`); a stop requested on any process ends the
     pass after its step, with ``interrupted_at`` set.
     """
     started = time.time()
-    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=rank_and_world()[0] != 0, dynamic_ncols=True, leave=False)
-    interrupted_at, batch, out, batches = None, None, None, iter(bar)
-    for iteration in itertools.count():
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
-            if not stop.requested:
-                raise
-            interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
-            break
-        try:
-            losses, out = forward(batch)
-        except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
-            raise diverged(epoch, iteration, last_checkpoint, f"the forward pass failed ({e})") from None
-        values, stopping = summarise_step(losses, stop.requested, device)
-        check_finite(values, epoch, iteration, last_checkpoint)
-        mixed.backward_and_step(sum(losses.values()), optimizer)
-        logger.log_iter(values)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-        if stopping:
-            interrupted_at = {"epoch": epoch, "iteration": iteration}
-            break
-    bar.close()
+    batches = iter(loader)
+    bar = tqdm(total=len(loader), desc=f"{stage.desc} {epoch}", disable=rank_and_world()[0] != 0,
+               dynamic_ncols=True, leave=False)
+    interrupted_at, batch, out, unreadable = None, None, None, None
+    try:
+        for iteration in itertools.count():
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DATA_ERRORS as error:
+                unreadable = data_error_message(error)  # raised below, without the loader's frames attached
+                break
+            except RuntimeError:  # a SIGTERM to the process group can kill the data workers before our own check
+                if not stop.requested:
+                    raise
+                interrupted_at = {"epoch": epoch, "iteration": iteration - 1}  # the last step taken
+                break
+            try:
+                losses, out = stage.forward(batch)
+            except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
+                raise diverged(epoch, iteration, stage.last_checkpoint, f"the forward pass failed ({e})") from None
+            values, stopping = summarise_step(losses, stop.requested, stage.device)
+            check_finite(values, epoch, iteration, stage.last_checkpoint)
+            stage.mixed.backward_and_step(sum(losses.values()), stage.optimizer)
+            logger.log_iter(values)
+            bar.update()
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            if stopping:
+                interrupted_at = {"epoch": epoch, "iteration": iteration}
+                break
+    finally:
+        bar.close()
+        stop_workers(batches)
+    if unreadable is not None:
+        raise TrainingError(unreadable)
     return EpochResult(batch, out, interrupted_at, time.time() - started)
 
 
@@ -311,32 +462,37 @@ def diverged(epoch, iteration, last_checkpoint, what):
                          f"{kept}. Lower the learning rate or check the data.")
 
 
-def train_epochs(forward, loader, optimizer, scheduler, mixed, logger, params, first_epoch, seed, last_saved, device,
-                 save, picture, tag, desc="epoch"):
-    """The epoch loop both stages share: run an epoch, step the schedule, log, draw, checkpoint.
+# --------------------------------------------------------------------------------------------------------------
+# The epoch loop
 
-    Args:
-        forward: batch -> (losses, outputs); see :func:`run_epoch`.
-        save: ``save(epoch, interrupted_at=None)`` writes a checkpoint and returns its path (rank 0 only).
-        picture: ``picture(result)`` -> uint8 image of the epoch, saved as ``train-vis/<epoch>-<tag>.png``.
-    A Ctrl-C or SIGTERM ends the current step, writes a checkpoint and raises TrainingInterrupted.
-    Returns the path of the last checkpoint written.
+
+def train_epochs(stage, loader, logger, params, *, log_dir, seed=0):
+    """Train ``stage`` from its ``first_epoch`` to ``params['num_epochs']``: each epoch set the schedule's rate,
+    run the epoch, log, draw, and write a checkpoint every ``checkpoint_freq`` epochs and at the last.
+
+    A Ctrl-C or SIGTERM ends the current step, writes a checkpoint and raises TrainingInterrupted. Temporary files
+    that an earlier, killed run left in ``log_dir`` mid-write are removed first. Returns the path of the last
+    checkpoint written (or resumed from).
     """
     main = logger.enabled
+    if main:
+        for path in remove_stale_temporaries(log_dir):
+            print(f"note: removed {path}, left by a checkpoint write that was killed")
     with GracefulStop() as stop:
-        for epoch in range(first_epoch, params["num_epochs"]):
+        for epoch in range(stage.first_epoch, params["num_epochs"]):
+            lr = stage.schedule.rate(epoch)
+            for group in stage.optimizer.param_groups:
+                group["lr"] = lr
             start_epoch(loader, seed, epoch)
-            result = run_epoch(forward, loader, optimizer, mixed, logger, stop, epoch, last_saved, device, desc=desc)
+            result = run_epoch(stage, loader, logger, stop, epoch)
             if result.interrupted_at is not None:
-                path = save(epoch, interrupted_at=result.interrupted_at) if main else None
+                path = save_stage(stage, log_dir, epoch, result.interrupted_at) if main else None
                 raise TrainingInterrupted(stop.requested or "SIGTERM", path)
-            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
-            scheduler.step()
             means = logger.log_epoch(epoch, lr=lr, seconds=result.seconds)
             if main:
                 print(format_losses(epoch, means))
-                logger.save_image(f"{epoch:08d}-{tag}.png", picture(result))
+                logger.save_image(f"{epoch:08d}-{stage.tag}.png", stage.picture(result))
                 if (epoch + 1) % params["checkpoint_freq"] == 0 or epoch + 1 == params["num_epochs"]:
-                    last_saved = save(epoch)
+                    stage.last_checkpoint = save_stage(stage, log_dir, epoch)
             barrier()
-    return last_saved
+    return stage.last_checkpoint

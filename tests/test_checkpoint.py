@@ -1,5 +1,10 @@
 """Checkpoint reading and writing: published format, atomic writes, and messages for every bad file."""
+import os
 import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +149,35 @@ def test_other_mistakes(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not a checkpoint in the published format"):
         read_checkpoint(tmp_path / "other.pth")
+
+
+def test_stale_temporaries_are_those_of_writers_gone(tmp_path):
+    """A kill -9 during save_checkpoint leaves '<name>.pth.<host>-<pid>.<random>.tmp'; only files of that pattern
+    whose writer is gone (or, without a writer on this machine, over an hour old) are removed."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = ckpt._writer().rsplit("-", 1)[0]
+    names = {"dead": f"00000001-cpk-reconstruction.pth.{host}-{gone.pid}.k2j4_x0a.tmp",
+             "alive": f"00000002-cpk-reconstruction.pth.{host}-{os.getpid()}.a8d0c2zz.tmp",
+             "legacy-old": "00000003-cpk-avd.pth.ab12cd34.tmp",
+             "legacy-new": "00000004-cpk-avd.pth.ef56gh78.tmp",
+             "elsewhere-new": "00000005-cpk-avd.pth.othernode-12.ab12cd34.tmp",
+             "not-ours": "notes.tmp"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"\0" * 100)
+    for key in ("legacy-old", "not-ours"):
+        os.utime(tmp_path / names[key], (time.time() - 7200,) * 2)
+    removed = ckpt.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["legacy-old"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        names[k] for k in ("alive", "legacy-new", "elsewhere-new", "not-ours"))
+    assert ckpt.remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_save_names_its_temporary_after_the_writer(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(ckpt.os, "replace", lambda src, dst: seen.append(Path(src).name) or os.rename(src, dst))
+    save_checkpoint(tmp_path / "00000000-cpk-avd.pth", tiny_models())
+    name, = seen
+    assert name.startswith(f"00000000-cpk-avd.pth.{ckpt._writer()}.") and name.endswith(".tmp")
+    assert ckpt._TEMPORARY.match(name)["pid"] == str(os.getpid())

@@ -110,6 +110,19 @@ def test_avd_losses():
     torch.testing.assert_close(result["affine"], torch.tensor(1.0))
 
 
+@pytest.mark.parametrize("lambdas, present", [((2.0, 0), {"shift"}), ((0, 4.0), {"affine"}), ((0, 0), set())])
+def test_avd_loss_with_lambda_0_is_absent(lambdas, present):
+    target = {"shift": torch.zeros(2, 3, 2), "affine": torch.eye(2).expand(2, 3, 2, 2)}
+    assert set(avd_losses(target, target, *lambdas)) == present
+
+
+def test_perceptual_loss_with_every_weight_0_is_a_zero_tensor(random_vgg):
+    prediction = torch.rand(2, 3, 32, 32, requires_grad=True)
+    value = perceptual_loss(random_vgg, ImagePyramid([1, 0.5], 3), prediction, torch.rand(2, 3, 32, 32), [0] * 5)
+    assert isinstance(value, torch.Tensor) and value.shape == () and value.item() == 0
+    assert value.detach().float().reshape(()) == 0  # what the per-step summary does with every loss
+
+
 def test_image_pyramid_keys_and_sizes():
     pyramid = ImagePyramid([1, 0.5, 0.25], 3)
     out = pyramid(torch.rand(2, 3, 32, 32))

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -259,3 +260,99 @@ def test_evaluation_modes_are_dispatched_with_the_shared_signature(mode, data_ro
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pth"]
     assert not kwargs["dataset"].is_train and kwargs["dataset"].videos == ["video0"]
     assert set(kwargs["models"]) == {"generator", "region_predictor", "bg_predictor", "avd_network"}
+
+
+@pytest.mark.parametrize("case", ["file", "under-a-file", "read-only"])
+def test_log_dir_that_cannot_hold_a_run_is_one_error_line(data_root, tmp_path, capsys, monkeypatch, case):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
+    log_dir = tmp_path / "log"
+    if case == "read-only":
+        log_dir.mkdir()
+        if os.geteuid() == 0:  # root writes anywhere: refuse the mkdir as the file system would
+            refused = Path.mkdir
+
+            def mkdir(path, *args, **kwargs):
+                if path.parent == log_dir:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return refused(path, *args, **kwargs)
+            monkeypatch.setattr(Path, "mkdir", mkdir)
+        else:
+            log_dir.chmod(0o555)
+    else:
+        log_dir.write_text("a file where the runs should go")
+        log_dir = log_dir / "runs" if case == "under-a-file" else log_dir
+    try:
+        assert run.cli(["--config", config, "--log_dir", log_dir, "--device", "cpu"]) == 1
+    finally:
+        (tmp_path / "log").chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --log_dir {log_dir}: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert ("permission denied" if case == "read-only" else "expected a folder") in err
+
+
+def test_resuming_in_a_read_only_folder_is_one_error_line(data_root, tmp_path, capsys, monkeypatch):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
+    checkpoint = tmp_path / "published" / "00000000-cpk-reconstruction.pth"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"not read: the folder is refused first")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != checkpoint.parent)
+    assert run.cli(["--config", config, "--checkpoint", checkpoint, "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {checkpoint.parent}: training continues in the checkpoint's folder, which is not "
+                   f"writable: copy the checkpoint into a folder you can write to\n")
+
+
+def test_evaluating_into_a_read_only_log_dir_is_one_error_line(data_root, tmp_path, capsys, monkeypatch):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "model.pth").write_bytes(b"not read: the folder is refused first")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "eval")
+    assert run.cli(["--config", config, "--mode", "reconstruction", "--checkpoint", tmp_path / "model.pth",
+                    "--log_dir", tmp_path / "eval", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == (f"error: --log_dir {tmp_path / 'eval'}: the folder is not writable; choose "
+                                       f"a --log_dir you can write to\n")
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """Another run makes the chosen folder between the choice and the mkdir; several runs start at once."""
+    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20260101-000000")
+    args = run.parse_args(["--config", "tiny.yaml", "--log_dir", tmp_path])
+    make = Path.mkdir
+
+    def another_run_first(path, *a, **k):
+        if path.name == "tiny_20260101-000000" and not path.exists():
+            make(path)  # the other run wins the race for this name
+        return make(path, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", another_run_first)
+    assert run.make_log_dir(args, 0).name == "tiny_20260101-000000-2"
+    monkeypatch.setattr(Path, "mkdir", make)
+
+    start, folders = threading.Barrier(8), []
+
+    def start_run():
+        start.wait()
+        folders.append(run.make_log_dir(args, 0))
+    threads = [threading.Thread(target=start_run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(folders)) == 8 and all(folder.is_dir() for folder in folders)
+
+
+def test_unreadable_training_data_is_one_error_line(data_root, tmp_path, capsys, monkeypatch):
+    """The dataset's own error, raised in a data worker, reaches the user as one line, and the run exits."""
+    from frames_dataset import VideoReadError
+
+    class Unreadable(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise VideoReadError("none of the 4 training videos in data/x is readable")
+    monkeypatch.setattr(run, "make_dataset", lambda *args: Unreadable())
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root, train_params={"dataloader_workers": 1})
+    assert run.cli(["--config", config, "--log_dir", tmp_path / "log", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err  # after the progress bar's line
+    assert err.endswith("\rerror: none of the 4 training videos in data/x is readable\n") and "Traceback" not in err
+    assert err.count("\n") == 1

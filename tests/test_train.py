@@ -1,15 +1,19 @@
 """Training stages called as functions: learning happens, AVD leaves the first stage alone, resume helpers,
 NaN stops, and the logger's files."""
 import json
+import multiprocessing
+import os
 import re
+import time
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
 from checkpoint import read_checkpoint, save_checkpoint
-from config import load_config
-from frames_dataset import FramesDataset
+from config import ConfigError, load_config
+from frames_dataset import FramesDataset, VideoReadError
 from logger import Logger, format_losses
 from losses import RandomTransform, Vgg19
 from modules.build import build_models
@@ -18,7 +22,7 @@ from train import ReconstructionModel, train
 from train_avd import AVDModel, scale_region_params, train_avd
 from train_avd import picture as avd_picture
 from visualizer import Visualizer
-from trainer import TrainingError, check_finite, make_scheduler, resume
+from trainer import MixedPrecision, Schedule, Stage, TrainingError, check_finite, make_loader, resume
 
 CPU = torch.device("cpu")
 
@@ -165,39 +169,44 @@ def test_random_scale_is_a_diagonal_on_every_region():
     torch.testing.assert_close(scaled["shift"], (diag @ params["shift"].unsqueeze(-1)).squeeze(-1))
 
 
+def _linear_stage(milestones, lr=1e-3):
+    net = torch.nn.Linear(2, 2)
+    return Stage("reconstruction", {"generator": net}, torch.optim.Adam(net.parameters(), lr=lr),
+                 Schedule(lr, tuple(milestones)), MixedPrecision("none", CPU), CPU)
+
+
+def test_schedule_divides_by_ten_at_each_milestone():
+    schedule = Schedule.of({"lr": 2e-4, "epoch_milestones": [60, 90]})
+    rates = [schedule.rate(epoch) for epoch in (0, 59, 60, 89, 90, 200)]
+    assert rates == pytest.approx([2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6])
+
+
 def test_resume_without_scheduler_state_follows_the_milestones(tmp_path):
     net = torch.nn.Linear(2, 2)
     path = save_checkpoint(tmp_path / "published.pth", {"generator": net}, epoch_reconstruction=4)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    scheduler = make_scheduler(optimizer, [3, 10])
-    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
-    assert first == 5 and optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
-    optimizer.step()
-    for _ in range(5):  # epochs 5..9, then the milestone at 10
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    stage = _linear_stage([3, 10])
+    resume(stage, path, "tiny")
+    assert stage.first_epoch == 5 and stage.last_checkpoint == path
+    assert [stage.schedule.rate(e) for e in (5, 9, 10)] == pytest.approx([1e-4, 1e-4, 1e-5])
 
 
-def test_resume_with_longer_schedule_follows_the_config(tmp_path, capsys):
-    """A run trained with milestones [3, 6] and extended to [8, 12] at epoch 4 keeps the full lr until 8."""
+@pytest.mark.parametrize("saved_milestones", [[3, 6], Counter([3, 6])], ids=["list", "torch-counter"])
+def test_resume_with_longer_schedule_follows_the_config(tmp_path, capsys, saved_milestones):
+    """A run trained with milestones [3, 6] and extended to [8, 12] at epoch 4 keeps the full lr until 8; files
+    written before the Schedule hold torch's MultiStepLR state, whose milestones are a Counter."""
     net = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    old = make_scheduler(optimizer, [3, 6])
-    for _ in range(5):  # epochs 0..4 done
-        optimizer.step()
-        old.step()
-    path = save_checkpoint(tmp_path / "run.pth", {"generator": net}, {"optimizer_reconstruction": optimizer},
-                           epoch_reconstruction=4, scheduler_reconstruction=old.state_dict())
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    scheduler = make_scheduler(optimizer, [8, 12])
-    first, _ = resume(path, {"generator": net}, optimizer, scheduler, "reconstruction", 1e-3, "tiny", CPU)
-    assert "epoch_milestones [3, 6]" in capsys.readouterr().out
-    rates = []
-    for _ in range(first, 13):  # epochs 5..12
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    path = save_checkpoint(tmp_path / "run.pth", {"generator": net}, epoch_reconstruction=4,
+                           scheduler_reconstruction={"milestones": saved_milestones, "last_epoch": 5})
+    stage = _linear_stage([8, 12])
+    resume(stage, path, "tiny")
+    assert "epoch_milestones [3, 6]; continuing with the config's [8, 12]" in capsys.readouterr().out
+    rates = [stage.schedule.rate(epoch) for epoch in range(stage.first_epoch, 13)]  # epochs 5..12
     assert rates == pytest.approx([1e-3] * 3 + [1e-4] * 4 + [1e-5])
+
+
+def test_checkpoint_holds_the_schedule_and_no_private_scheduler_state(reconstruction_checkpoint):
+    saved = read_checkpoint(reconstruction_checkpoint)["scheduler_reconstruction"]
+    assert saved == {"base_lr": 2e-4, "milestones": [1], "gamma": 0.1, "last_epoch": 1}
 
 
 class _NaNDataset(torch.utils.data.Dataset):
@@ -243,3 +252,152 @@ def test_logger_on_other_ranks_writes_nothing(tmp_path):
     logger.log_epoch(0)
     logger.save_image("x.png", np.zeros((4, 4, 3), np.uint8))
     assert not (tmp_path / "run").exists()
+
+
+def _with(config, section, **values):
+    """A copy of ``config`` with ``values`` set in ``config[section]`` (nested dicts merged one level down)."""
+    updated = {key: ({**config[section][key], **value} if isinstance(value, dict) else value)
+               for key, value in values.items()}
+    return {**config, section: {**config[section], **updated}}
+
+
+def _one_step(config, section):
+    """One epoch of one step: the 3 tiny videos, no repeats, batches of 2."""
+    return _with(config, section, num_epochs=1, num_repeats=1, batch_size=2)
+
+
+@pytest.mark.parametrize("weights, absent", [
+    ({"perceptual": [0, 0, 0, 0, 0]}, "perceptual"),
+    ({"equivariance_shift": 0}, "equivariance_shift"),
+    ({"equivariance_affine": 0}, "equivariance_affine"),
+    ({"equivariance_shift": 0, "equivariance_affine": 0}, "equivariance_shift"),
+    ({"l1": 0}, "l1"),
+])
+def test_a_loss_switched_off_is_absent_from_training(tiny, tmp_path, weights, absent):
+    config, dataset = tiny
+    config = _with(_one_step(config, "train_params"), "train_params", loss_weights=weights)
+    torch.manual_seed(0)
+    saved = train(config, build_models(config), None, tmp_path, dataset, CPU)
+    assert saved.name == "00000000-cpk-reconstruction.pth"
+    logged = json.loads((tmp_path / "losses.jsonl").read_text())["losses"]
+    assert absent not in logged and logged and all(np.isfinite(v) for v in logged.values())
+
+
+@pytest.mark.parametrize("lambdas, absent", [({"lambda_shift": 0}, "shift"), ({"lambda_affine": 0}, "affine")])
+def test_an_avd_loss_switched_off_is_absent_from_training(tiny, reconstruction_checkpoint, tmp_path, lambdas,
+                                                          absent):
+    config, dataset = tiny
+    config = _with(_one_step(config, "train_avd_params"), "train_avd_params", **lambdas)
+    saved = train_avd(config, build_models(config), reconstruction_checkpoint, tmp_path, dataset, CPU)
+    assert saved.name == "00000000-cpk-avd.pth"
+    logged = json.loads((tmp_path / "losses.jsonl").read_text())["losses"]
+    assert set(logged) == {"shift", "affine"} - {absent}
+
+
+def test_every_loss_switched_off_is_a_config_error(tiny, reconstruction_checkpoint, tmp_path):
+    config, dataset = tiny
+    off = _with(config, "train_params", loss_weights={"perceptual": [0] * 5, "equivariance_shift": 0,
+                                                      "equivariance_affine": 0, "l1": 0})
+    with pytest.raises(ConfigError, match="tiny.yaml: every weight in train_params.loss_weights is 0"):
+        train(off, build_models(config), None, tmp_path, dataset, CPU, config_name="tiny.yaml")
+    off = _with(config, "train_avd_params", lambda_shift=0, lambda_affine=0)
+    with pytest.raises(ConfigError, match="lambda_shift and lambda_affine are both 0"):
+        train_avd(off, build_models(config), reconstruction_checkpoint, tmp_path, dataset, CPU)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("section", ["train_params", "train_avd_params"])
+@pytest.mark.parametrize("key, value", [("num_epochs", 0), ("checkpoint_freq", 0), ("batch_size", 0),
+                                        ("num_repeats", 0), ("dataloader_workers", -1)])
+def test_values_the_loop_cannot_run_with_stop_before_training(tiny, reconstruction_checkpoint, tmp_path, capsys,
+                                                               section, key, value):
+    """config.py refuses them too; a caller passing its own dict gets the same line, with nothing trained."""
+    config, dataset = tiny
+    stage = train if section == "train_params" else train_avd
+    checkpoint = None if section == "train_params" else reconstruction_checkpoint
+    with pytest.raises(ConfigError, match=rf"tiny.yaml: {section}.{key} is {value}; expected an integer of"):
+        stage(_with(config, section, **{key: value}), build_models(config), checkpoint, tmp_path, dataset, CPU,
+              config_name="tiny.yaml")
+    assert not list(tmp_path.iterdir()) and "None has finished" not in capsys.readouterr().out
+
+
+def test_stale_checkpoint_temporaries_are_removed_when_a_run_starts(tiny, tmp_path, capsys):
+    config, dataset = tiny
+    stale = tmp_path / "00000003-cpk-reconstruction.pth.4rd5x_0q.tmp"  # what a kill -9 mid-write left
+    stale.write_bytes(b"\0" * 1000)
+    os.utime(stale, (time.time() - 7200,) * 2)
+    train(_one_step(config, "train_params"), build_models(config), None, tmp_path, dataset, CPU)
+    assert not stale.exists() and f"note: removed {stale}" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_data_workers_are_clamped_to_the_cores(tiny, monkeypatch, capsys):
+    _, dataset = tiny
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    params = {"num_repeats": 1, "batch_size": 2, "dataloader_workers": 6}
+    assert make_loader(dataset, params, CPU, "train_params").num_workers == 2
+    assert capsys.readouterr().out == ("note: train_params.dataloader_workers is 6, and this process may use 2 "
+                                       "core(s): loading with 2 worker(s)\n")
+    assert make_loader(dataset, {**params, "dataloader_workers": 1}, CPU, "train_params").num_workers == 1
+    assert capsys.readouterr().out == ""
+
+
+class _PairsDataset(torch.utils.data.Dataset):
+    """Pairs of the given sizes (name -> (H, W)), or a VideoReadError for every item when ``error`` is set."""
+
+    def __init__(self, sizes, error=None):
+        self.sizes, self.error = list(sizes.items()), error
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, i):
+        if self.error:
+            raise VideoReadError(self.error)
+        name, (h, w) = self.sizes[i]
+        frame = np.random.rand(3, h, w).astype(np.float32)
+        return {"source": frame, "driving": frame.copy(), "name": name}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_frames_of_different_sizes_in_a_batch_are_one_clear_error(tiny, tmp_path, workers):
+    """frame_shape: null keeps the stored sizes; two sizes in one batch are named, not a shape error."""
+    config, _ = tiny
+    config = _with(config, "train_params", batch_size=2, num_repeats=1, dataloader_workers=workers)
+    dataset = _PairsDataset({"small": (32, 32), "large": (48, 48)})
+    with pytest.raises(TrainingError) as error:
+        train(config, build_models(config), None, tmp_path, dataset, CPU)
+    message = str(error.value)
+    assert message.startswith("one batch holds frames of different sizes (") and "Traceback" not in message
+    assert "small is 32x32" in message and "large is 48x48" in message and "frame_shape: null" in message
+    assert not multiprocessing.active_children()  # workers left alive would hold up the interpreter's exit
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_training_data_is_one_clear_error(tiny, tmp_path, workers):
+    config, _ = tiny
+    config = _with(config, "train_params", dataloader_workers=workers)
+    dataset = _PairsDataset({"a": (32, 32), "b": (32, 32)}, error="none of the 2 training videos in data is readable")
+    with pytest.raises(TrainingError) as error:
+        train(config, build_models(config), None, tmp_path, dataset, CPU)
+    assert str(error.value) == "none of the 2 training videos in data is readable"
+    assert not multiprocessing.active_children()
+
+
+def test_data_workers_end_with_a_failed_epoch(tiny, tmp_path):
+    """A NaN stop (or any error) while workers load: they are ended at once, not left to block the exit."""
+    config, _ = tiny
+    config = _with(config, "train_params", dataloader_workers=1)
+    with pytest.raises(TrainingError, match="at epoch 0, iteration 0; stopping without"):
+        train(config, build_models(config), None, tmp_path, _NaNDataset(), CPU)
+    assert not multiprocessing.active_children()
+
+
+def test_frame_shape_null_trains_at_the_stored_size(tiny, tmp_path):
+    config, _ = tiny
+    config = _one_step({**config, "dataset_params": {**config["dataset_params"], "frame_shape": None}},
+                       "train_params")
+    dataset = FramesDataset(is_train=True, **config["dataset_params"])
+    assert dataset[0]["source"].shape == (3, 32, 32)  # as stored: no resize
+    saved = train(config, build_models(config), None, tmp_path, dataset, CPU)
+    assert read_checkpoint(saved)["config"]["dataset_params"]["frame_shape"] is None
