@@ -1,4 +1,4 @@
-"""Animation (METHOD.md §7): the animation modes, the batched animation of one source (``Animator``, and the
+"""Animation (docs/method.md §7): the animation modes, the batched animation of one source (``Animator``, and the
 reference's ``make_animation``), a driving video streamed from disk (the demo's), and ``--mode animate``."""
 import contextlib
 from pathlib import Path
@@ -95,7 +95,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 class Animator:
-    """Animates one source image by batches of driving frames (METHOD.md §7).
+    """Animates one source image by batches of driving frames (docs/method.md §7).
 
     The source's region params and encoder features are computed once, at construction; each call then costs
     the region predictor on the driving frames and the generator's flow and decoder. The initial driving

@@ -1,4 +1,4 @@
-"""Training augmentations, each drawn once per item and applied alike to all its frames (METHOD.md §9).
+"""Training augmentations, each drawn once per item and applied alike to all its frames (docs/method.md §9).
 
 The config keys are the reference's:
 

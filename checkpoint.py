@@ -1,4 +1,4 @@
-"""The one place that reads and writes checkpoints, in the published format (METHOD.md §8).
+"""The one place that reads and writes checkpoints, in the published format (docs/method.md §8).
 
 A checkpoint is a dict holding the state dicts ``generator``, ``region_predictor``, ``bg_predictor``,
 ``avd_network``, the optimizer states ``optimizer_reconstruction`` / ``optimizer_avd``, and the epochs

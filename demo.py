@@ -1,4 +1,4 @@
-"""Animate a source image with the motion of a driving video (METHOD.md §7).
+"""Animate a source image with the motion of a driving video (docs/method.md §7).
 
     python demo.py                                    # the bundled example (sup-mat/) with the bundled model
     python demo.py --config config/vox256.yaml --checkpoint vox256.pth --source_image face.png \\

@@ -1,4 +1,4 @@
-"""The datasets that training and evaluation draw from (METHOD.md §9); reading the videos is ``media.py``'s.
+"""The datasets that training and evaluation draw from (docs/method.md §9); reading the videos is ``media.py``'s.
 
 A dataset root holds videos in any form ``media.py`` reads (frame folders, video files, strips). With a
 ``frame_shape``, frames are resized to it; with ``frame_shape: null`` (the published configs), frames are used
@@ -72,7 +72,7 @@ def split_train_test(names, random_seed, by_identity=False):
 
 
 class FramesDataset(Dataset):
-    """The videos of a dataset root: training pairs of frames, or whole test videos (METHOD.md §9).
+    """The videos of a dataset root: training pairs of frames, or whole test videos (docs/method.md §9).
 
     The root holds ``train/`` and ``test/``, or else videos directly, split 80/20 by ``random_seed``. With
     ``id_sampling`` (names ``identity#clip``), a training epoch visits each identity once and takes one of

@@ -1,4 +1,4 @@
-"""Training losses (METHOD.md §8; paper Sec. 3.5), kept apart from the networks.
+"""Training losses (docs/method.md §8; paper Sec. 3.5), kept apart from the networks.
 
 - :func:`perceptual_loss`: L1 between VGG-19 features of image pyramids of the prediction and the driving frame.
 - :func:`pixel_l1_loss`: an optional L1 on the pixels themselves (not in the published training).
@@ -27,7 +27,7 @@ from modules.util import AntiAliasInterpolation2d, make_coordinate_grid
 
 # torchvision's VGG-19 'features' up to relu5_1, in its layer order (so its state-dict keys load): 'M' pools.
 _VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
-# Slices of 'features' ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (METHOD.md §8).
+# Slices of 'features' ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (docs/method.md §8).
 _VGG19_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -206,8 +206,8 @@ def pixel_l1_loss(prediction, driving, weight):
 
 
 class RandomTransform:
-    """A random warp per batch item (METHOD.md §8): affine θ = [I | 0] + N(0, σ_affine²) and a thin-plate spline
-    with control points q_j on a points_tps² grid and weights c_j ~ N(0, σ_tps²):
+    """A random warp per batch item (docs/method.md §8): affine θ = [I | 0] + N(0, σ_affine²) and a thin-plate
+    spline with control points q_j on a points_tps² grid and weights c_j ~ N(0, σ_tps²):
 
         T(z) = θ[:, :2] z + θ[:, 2] + Σ_j c_j r_j² log(r_j + 1e-6),   r_j = |z − q_j|_1
 
@@ -251,7 +251,7 @@ class RandomTransform:
 
 
 def equivariance_losses(driving_params, transformed_params, transform, weights, revert_axis_swap=True):
-    """The two equivariance losses (METHOD.md §8), in float32.
+    """The two equivariance losses (docs/method.md §8), in float32.
 
     Args:
         driving_params, transformed_params: region params of the driving frame and of its transformed copy,

@@ -1,4 +1,4 @@
-"""First training stage, ``--mode train`` (METHOD.md §8; paper Sec. 3.5): region predictor, background motion
+"""First training stage, ``--mode train`` (docs/method.md §8; paper Sec. 3.5): region predictor, background motion
 predictor and generator learn to reconstruct the driving frame of a pair from its source frame.
 
 Each epoch: the mean losses go to ``log.txt`` / ``losses.jsonl`` and the loss curve, a picture of the last batch

@@ -1,4 +1,4 @@
-"""Second training stage, ``--mode train_avd`` (METHOD.md §8; paper Sec. 3.4): the AVD network learns to put the
+"""Second training stage, ``--mode train_avd`` (docs/method.md §8; paper Sec. 3.4): the AVD network learns to put the
 driving frame's pose on the source's region shapes, from a first-stage checkpoint.
 
 The region predictor (which makes the targets), the generator and the background predictor are frozen: no

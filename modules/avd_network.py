@@ -1,4 +1,4 @@
-"""Animation via disentanglement (METHOD.md §6; paper Sec. 3.4): the driving pose on the source's shape."""
+"""Animation via disentanglement (docs/method.md §6; paper Sec. 3.4): the driving pose on the source's shape."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""Background motion predictor (METHOD.md §3; paper Sec. 3.3): a global transform between two frames."""
+"""Background motion predictor (docs/method.md §3; paper Sec. 3.3): a global transform between two frames."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""Generator (METHOD.md §5; paper Sec. 3.3): warps the source's features by the flow and in-paints the rest."""
+"""Generator (docs/method.md §5; paper Sec. 3.3): warps the source's features by the flow and in-paints the rest."""
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,4 +1,4 @@
-"""Pixel-wise flow predictor (METHOD.md §4; paper Sec. 3.3): combines region motions into a dense flow."""
+"""Pixel-wise flow predictor (docs/method.md §4; paper Sec. 3.3): combines region motions into a dense flow."""
 import torch
 import torch.nn.functional as F
 from torch import nn

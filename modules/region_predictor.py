@@ -1,4 +1,4 @@
-"""Region predictor (METHOD.md §2; paper Sec. 3.1-3.2): soft regions, their centres and affine shapes."""
+"""Region predictor (docs/method.md §2; paper Sec. 3.1-3.2): soft regions, their centres and affine shapes."""
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,7 +1,7 @@
 """A batched closed-form SVD of 2x2 matrices that reproduces LAPACK's singular vectors, signs included.
 
 The region shapes of the published models are ``U diag(sqrt(S))`` from the SVD of each region's covariance
-(METHOD.md §2), and the signs of U's columns are part of what the weights expect: they were trained with the
+(docs/method.md §2), and the signs of U's columns are part of what the weights expect: they were trained with the
 CPU LAPACK ``gesdd`` that ``torch.linalg.svd`` calls. Sending millions of 2x2 matrices to LAPACK costs a
 device-to-host round trip on GPUs, and another SVD (cuSOLVER's) picks other signs. This module follows the
 steps ``gesdd`` takes for a 2x2 matrix, as element-wise tensor arithmetic on the tensor's own device:

@@ -1,4 +1,4 @@
-"""Building blocks shared by the networks, and the coordinate helpers (METHOD.md §1)."""
+"""Building blocks shared by the networks, and the coordinate helpers (docs/method.md §1)."""
 import contextlib
 
 import torch

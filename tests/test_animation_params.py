@@ -1,4 +1,4 @@
-"""The three animation modes of get_animation_region_params (METHOD.md §7)."""
+"""The three animation modes of get_animation_region_params (docs/method.md §7)."""
 import pytest
 import torch
 

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from losses import Vgg19
 from tiny_training import make_tiny_dataset
 
-# The authors' layout, key for key. Their files differ in the values below (issue 15's table) and in the
+# The authors' layout, key for key. Their files differ in the values below (the published training values) and in the
 # dataset and model lines each config adds (AUTHORS[name]["dataset_extra"] and ["model_extra"]).
 AUTHORS_TEMPLATE = """\
 dataset_params:
@@ -127,7 +127,7 @@ SYNC_BN = "  use_sync_bn: False\n"
 PAD_0 = "    pad: 0\n"
 PAIRS_NULL = "  pairs_list: null\n"
 
-# Issue 15's table: the values of the authors' files. ted-youtube384's file says 20 regions (its checkpoint has 10).
+# The values of the authors' files, which config/ carries too. ted-youtube384's file says 20 regions (its checkpoint has 10).
 AUTHORS = {
     "vox256": dict(root_dir="data/vox-png", id_sampling=True, pairs_list=PAIRS_NULL, augmentation=JITTER,
                    bg_type="affine", pad="", num_repeats=75, batch_size=14, use_sync_bn=SYNC_BN,

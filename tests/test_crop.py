@@ -275,7 +275,7 @@ def test_crop_inputs_for_the_demo(tmp_path, astronaut256, detector):
 
 
 def test_done_when_command_on_the_realworld_source(tmp_path, realworld_dir):
-    """The issue's own command line, through a real process."""
+    """The README's crop command line, through a real process."""
     import subprocess
     import sys
     command = [sys.executable, str(REPO_ROOT / "tools" / "crop.py"), str(realworld_dir / "source.png"), "--target",

@@ -1,4 +1,4 @@
-"""Speed and memory of animation and training, as JSON (issue 7; the README's performance table).
+"""Speed and memory of animation and training, as JSON (the numbers behind the README's Performance table).
 
     python tools/benchmark.py                                   # config/vox256.yaml at 256x256, random weights
     python tools/benchmark.py --config config/ted384.yaml --size 384 --parts inference

@@ -4,12 +4,12 @@
     python tools/eval_transfer.py --config config/puppets64.yaml --checkpoint sup-mat/puppets64.pth
 
 For each row (source, driving, ground_truth) of ``<data>/test_pairs.csv``, the first frame of the source video
-is animated by every frame of the driving video in each mode (METHOD.md §7, ``animate.Animator``; relative
+is animated by every frame of the driving video in each mode (docs/method.md §7, ``animate.Animator``; relative
 motion is measured from the first driving frame), and each generated frame is compared (L1, the mean absolute
 difference of RGB values in [0, 1]) with the same frame of ``<data>/<ground_truth>/``: the source's identity
 rendered by tools/make_puppets.py in the driving clip's motion. Next to the modes, the copy-the-source baseline:
-the L1 between the source frame itself and every ground-truth frame. The issue's bar: avd closer to the ground
-truth than standard, which moves the source with the driving figure's own proportions.
+the L1 between the source frame itself and every ground-truth frame. The bar (docs/bundled-model.md): avd
+closer to the ground truth than standard, which moves the source with the driving figure's own proportions.
 
 Prints a JSON of the per-pair and mean L1 of each mode (and writes it to ``--out``).
 """

@@ -23,7 +23,7 @@ Python API (``from tools import make_puppets``): ``make_identity(seed, index)``,
 
 Coordinates: world units are fractions of the frame height (x right, y down, square frames); a pixel centre
 (col, row) is at world ((col + 0.5) / S, (row + 0.5) / S); keypoints are saved as x = 2*col/(S-1) - 1,
-y = 2*row/(S-1) - 1 (METHOD.md's convention). Angles in radians, 0 = limb pointing down its parent's axis.
+y = 2*row/(S-1) - 1 (docs/method.md's conventions). Angles in radians, 0 = limb pointing down its parent's axis.
 """
 import argparse
 import colorsys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Turn raw videos, or a published metadata CSV, into a training-ready dataset.
 
-Output, in the layout FramesDataset prefers (spec/METHOD.md §9)::
+Output, in the layout FramesDataset prefers (docs/method.md §9)::
 
     <out>/train/<clip>/0000000.png ...  one folder of PNG frames per clip, every frame size x size RGB
     <out>/test/<clip>/...
