@@ -256,6 +256,7 @@ if (video.readyState >= 1) play(); else { video.addEventListener('loadedmetadata
 """
 
 
+@pytest.mark.slow
 def test_the_page_animates_an_upload_in_a_real_browser(browser, served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

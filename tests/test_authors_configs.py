@@ -185,6 +185,7 @@ def write_tiny_dataset(root):
     return root
 
 
+@pytest.mark.slow
 def test_a_tiny_model_in_the_authors_format_trains_reconstructs_and_animates(tmp_path, monkeypatch, capsys):
     root = write_tiny_dataset(tmp_path / "data")
     config = tmp_path / "authors-tiny.yaml"

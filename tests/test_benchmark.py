@@ -5,6 +5,8 @@ import pytest
 
 from tools import benchmark
 
+pytestmark = pytest.mark.slow  # the quick benchmark trains and animates for half a minute
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):

@@ -98,6 +98,7 @@ def realworld_clip(tmp_path, realworld_dir):
     return write_clip(tmp_path / "driving12.mp4", first_frames(realworld_dir / "driving.mp4", 12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["face", "person"])
 def test_realworld_video_box_contains_the_face_and_stays_fixed(target, tmp_path, realworld_clip, detector):
     out = tmp_path / "d.mp4"

@@ -70,6 +70,7 @@ def test_best_frame_must_be_a_frame(media, capsys):
                           "--best_frame 10")
 
 
+@pytest.mark.slow
 def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
     """Through the real command line, as a user runs it."""
     with_sound = add_sound(media["driving_video"], tmp_path / "with_sound.mp4")
@@ -182,6 +183,7 @@ def test_avd_mode_with_a_checkpoint_without_avd_is_a_one_line_error(media, capsy
     assert code == 0
 
 
+@pytest.mark.slow
 def test_no_arguments_runs_the_bundled_example_or_says_what_is_missing(tmp_path):
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "demo.py"), "--cpu", "--quiet"],
                                capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -196,6 +198,7 @@ def test_no_arguments_runs_the_bundled_example_or_says_what_is_missing(tmp_path)
         assert count_frames(tmp_path / "result.mp4") == count_frames(REPO_ROOT / demo.BUNDLED["driving_video"])
 
 
+@pytest.mark.slow
 def test_real_footage_with_the_best_frame(media, capsys, realworld_dir):
     """The authors' sample inputs (384x384 photo, 133-frame 10 fps video without sound) at the model's 64x64."""
     driving = realworld_dir / "driving.mp4"
@@ -251,6 +254,7 @@ def test_an_interrupted_demo_keeps_the_earlier_result(media, capsys, monkeypatch
     assert sorted(p.name for p in media["result_video"].parent.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_intact(media, tmp_path, shared_dir):
     """Through the real command line: the signal arrives while the result is being written."""
     import signal

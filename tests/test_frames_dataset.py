@@ -233,6 +233,7 @@ def test_split_by_identity_keeps_identities_apart(tmp_path):
     assert not test_ids & set(train.videos)
 
 
+@pytest.mark.slow
 def test_id_sampling_on_folders_and_files(tmp_path):
     names = ['alice#0', 'alice#1.mp4', 'alice#2.gif', 'bob#0.png', 'bob#1', 'carol.mp4']
     make_dataset(tmp_path / 'train', names)
@@ -295,6 +296,7 @@ def test_short_and_empty_training_videos_skipped_with_one_warning(tmp_path):
     assert dataset.videos == ['good1', 'good2'] and dataset.num_skipped == 3
 
 
+@pytest.mark.slow
 def test_corrupt_training_video_skipped_and_replaced(tmp_path):
     make_dataset(tmp_path / 'train', ['a#0', 'b#0.mp4'])
     (tmp_path / 'train' / 'a#1.mp4').write_bytes(b'corrupt' * 100)

@@ -8,6 +8,8 @@ from conftest import REPO_ROOT
 from eval_media import (count_frames, driving_frames, parity_paths, source_image, video_fps, write_eval_config,
                         write_video)
 
+pytestmark = pytest.mark.slow  # a Jupyter kernel runs the whole notebook
+
 nbclient = pytest.importorskip("nbclient", reason="nbclient (requirements-test.txt) runs the notebook")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (requirements-test.txt) reads the notebook")
 

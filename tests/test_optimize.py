@@ -165,6 +165,7 @@ def test_bf16_animation_is_float32_and_close():
     assert (ours - expected).abs().max() < 0.1
 
 
+@pytest.mark.slow
 def test_compiled_animator_matches():
     models = build()
     source, driving = images(1, 0), images(2, 1)

@@ -41,6 +41,7 @@ def only_dir(folder):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_both_stages_through_run_py(data_root, tmp_path):
     config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
     logs = tmp_path / "log"
@@ -73,6 +74,7 @@ def _checkpoint_tensors(path):
                         for k, v in checkpoint[name].items()}
 
 
+@pytest.mark.slow
 def test_resume_is_exact(data_root, tmp_path):
     two = write_tiny_config(tmp_path / "two.yaml", data_root)
     one = write_tiny_config(tmp_path / "one.yaml", data_root, train_params={"num_epochs": 1})
@@ -97,6 +99,7 @@ def test_resume_is_exact(data_root, tmp_path):
     assert [line[:10] for line in lines] == ["00000000) ", "00000001) "]  # continued at the next epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whole_group", [False, True], ids=["process", "process-group"])
 def test_sigterm_writes_a_loadable_checkpoint(data_root, tmp_path, whole_group):
     """SIGTERM to the trainer, or to its whole process group with data workers (a cluster's job stop, pkill -f)."""
@@ -178,6 +181,7 @@ def _distributed_worker(rank, world, ports, config, logs, out_dir):
     torch.save({"first_stage": first_stage, "avd": avd}, Path(out_dir) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_processes_with_gloo(data_root, tmp_path):
     config = write_tiny_config(tmp_path / "ddp.yaml", data_root,
                                train_params={"num_epochs": 1, "batch_size": 4, "num_repeats": 4},

@@ -46,6 +46,7 @@ def reconstruction_checkpoint(tiny, tmp_path_factory):
     return train(config, build_models(config), None, log_dir, dataset, CPU)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch(tiny):
     config, dataset = tiny
     torch.manual_seed(0)
