@@ -120,7 +120,10 @@ def resolve_inputs(args):
 def parse_box(text):
     """--crop LEFT,TOP,RIGHT,BOTTOM: a cropping.Box in source pixels (a CropError, a ValueError, says why not)."""
     import cropping  # optional: requirements-app.txt (OpenCV)
-    return cropping.parse_box(text)
+    try:
+        return cropping.parse_box(text)
+    except cropping.CropError as error:
+        raise DemoError(str(error).replace("--box", "--crop", 1)) from None
 
 
 def request_of(args):

@@ -118,22 +118,22 @@ def check_request(request):
     check_not_an_input(result, inputs)
     if request.crop != "none" or request.crop_box is not None:
         check_not_an_input(request.crop_preview, inputs)
-    VideoWriter(result, DEFAULT_FPS, audio_from=request.driving_video if request.audio else None)  # a format it writes
     check_writable(result)
+    VideoWriter(result, DEFAULT_FPS, audio_from=request.driving_video if request.audio else None)  # a format it writes
 
 
 def choose_img_shape(request, notify=print_note):
     """--img_shape, else the config's frame_shape, else (null) the authors' 384,384; checked against the config."""
     config = load_config(request.config)
-    img_shape, what = request.img_shape, f"--img_shape {','.join(map(str, request.img_shape or ()))}"
+    img_shape, what = request.img_shape, "--img_shape"
     if img_shape is None:
         frame_shape = config.get("dataset_params", {}).get("frame_shape", (256, 256))
-        img_shape, what = (tuple(frame_shape[:2]), f"{request.config}: dataset_params.frame_shape") if frame_shape \
-            else (AUTHORS_IMG_SHAPE, f"the default --img_shape {AUTHORS_IMG_SHAPE[0]},{AUTHORS_IMG_SHAPE[1]}")
+        img_shape, what = (tuple(frame_shape[:2]), "dataset_params.frame_shape") if frame_shape \
+            else (AUTHORS_IMG_SHAPE, "the authors' default --img_shape")
         if not frame_shape:
             notify(f"{request.config} has frame_shape null (frames at their stored size); the demo works at "
                    f"{img_shape[0]}x{img_shape[1]}, as the authors' demo does: pass --img_shape to change it")
-    check_frame_size(config, *img_shape, f"{what} (for {request.config})")
+    check_frame_size(config, *img_shape, what, request.config)
     return img_shape
 
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from checkpoint import CheckpointError
 from config import ConfigError, load_config, require_section, save_config
 from device import configure, pick_device
+from errors import one_line
 from modules.build import build_models
 
 MODES = ("train", "train_avd", "reconstruction", "animate")
@@ -216,7 +217,7 @@ def cli(argv=None):
         return e.exit_code
     except (UsageError, ConfigError, CheckpointError, TrainingError, VGGWeightsUnavailable, FileNotFoundError,
             VideoReadError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # errors.Interrupted (SIGTERM in the evaluation modes) carries its exit code
         print("interrupted", file=sys.stderr)

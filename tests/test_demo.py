@@ -299,7 +299,7 @@ def test_sizes_the_networks_cannot_take_are_refused_where_read(shape, words, med
     argv = [arg for key, value in paths.items() for arg in (f"--{key}", str(value))]
     code = demo.main(argv + ["--img_shape", shape, "--cpu", "--quiet"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert_one_line_error(code, lines, f"--img_shape {shape}", words)
+    assert_one_line_error(code, lines, f"--img_shape {shape.replace(',', 'x')}", words)
     assert not media["result_video"].exists()
 
 
