@@ -384,6 +384,14 @@ def _count_frames(path, header):
     return int(counts[-1])
 
 
+def _folder_frames(path):
+    """The frame files of a video stored as a folder; VideoReadError when it holds none."""
+    frames = list_frames(path)
+    if not frames:
+        raise VideoReadError(f"{path} contains no frames (no {'/'.join(IMAGE_EXTENSIONS)} files)")
+    return frames
+
+
 def video_info(path, frame_shape=None) -> VideoInfo:
     """Probe a video: frame count, fps, height, width, duration and sound, decoding as little as it can.
 
@@ -393,9 +401,7 @@ def video_info(path, frame_shape=None) -> VideoInfo:
     path = os.fspath(path)
     kind = _video_kind(path)
     if kind == 'folder':
-        frames = list_frames(path)
-        if not frames:
-            raise VideoReadError(f"{path} contains no frames (no {'/'.join(IMAGE_EXTENSIONS)} files)")
+        frames = _folder_frames(path)
         info = image_info(frames[0])
         return VideoInfo(len(frames), None, info.height, info.width)
     if kind == 'strip':
@@ -426,10 +432,7 @@ def stored_frame_size(path):
     path = os.fspath(path)
     kind = _video_kind(path)
     if kind == 'folder':
-        frames = list_frames(path)
-        if not frames:
-            raise VideoReadError(f"{path} contains no frames (no {'/'.join(IMAGE_EXTENSIONS)} files)")
-        info = image_info(frames[0])
+        info = image_info(_folder_frames(path)[0])
         return info.height, info.width
     if kind == 'strip':
         info = image_info(path)

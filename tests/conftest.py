@@ -58,3 +58,16 @@ def read_only_folder(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "open", refusing_open)
     yield folder
     folder.chmod(0o755)
+
+
+def require_app_module(module):
+    """An optional module of requirements-app.txt, or a skip; CI sets MRAA_REQUIRE_APP=1 and then a missing module
+    fails the run."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: pip install -r requirements-app.txt"
+        if os.environ.get("MRAA_REQUIRE_APP") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,6 +1,5 @@
 """app.py: each safety property of the web page, its requests on the bundled model, and the page itself driven in
 a real headless browser (Debian's chromium through chromium-driver)."""
-import importlib
 import os
 import shutil
 import socket
@@ -14,25 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from animate import VideoWriter
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_app_module
+from media import VideoWriter
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _require(module):
-    """The module, or a skip; CI sets MRAA_REQUIRE_APP=1 and then a missing module fails the run."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        message = f"{module} is not installed: pip install -r requirements-app.txt"
-        if os.environ.get("MRAA_REQUIRE_APP") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-_require("gradio")
-_require("cv2")
+require_app_module("gradio")
+require_app_module("cv2")
 import app  # noqa: E402
 
 SOURCE, DRIVING = app.EXAMPLE
@@ -198,7 +186,7 @@ def _require_browser():
         if os.environ.get("MRAA_REQUIRE_APP") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    return _require("selenium.webdriver")
+    return require_app_module("selenium.webdriver")
 
 
 def free_port():

@@ -1,32 +1,18 @@
 """cropping.py and tools/crop.py on real photographs (scikit-image's astronaut, ../shared/realworld) and on
 videos made from them: boxes contain the face or figure, are square, and stay fixed within a scene."""
-import importlib
 import json
-import os
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import skimage.data
 
-from animate import VideoWriter
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_app_module
+from media import VideoWriter
 
-
-def _require(module):
-    """The module, or a skip; CI sets MRAA_REQUIRE_APP=1 and then a missing module fails the run."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        message = f"{module} is not installed: pip install -r requirements-app.txt"
-        if os.environ.get("MRAA_REQUIRE_APP") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-_require("cv2")
+require_app_module("cv2")
 import cropping  # noqa: E402
-from cropping import Box, CropError  # noqa: E402
+from cropping import Box  # noqa: E402
 from tools import crop as crop_cli  # noqa: E402
 
 ASTRONAUT_FACE = Box(177, 66, 272, 161)
