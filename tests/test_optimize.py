@@ -190,3 +190,34 @@ def test_gpu_settings_chosen_by_construction():
     assert not make_loader(items, params, torch.device("cpu"), "train_params").pin_memory
     assert wants_channels_last("cpu") and not wants_channels_last("cuda") and wants_channels_last("cuda", "bf16")
     assert wants_winograd("cpu") and not wants_winograd("cuda") and not wants_winograd("cpu", "bf16")
+
+
+class CopiesOf(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the shapes of the tensors that ops copying whole maps (copy_, clone, contiguous) write."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in (torch.ops.aten.copy_, torch.ops.aten.clone, torch.ops.aten.contiguous):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def test_inference_warps_are_blended_without_a_layout_copy():
+    """The warped skips go from grid_sample straight into the blend, which writes channels-last maps."""
+    models = build()
+    source, driving = images(1, 0), images(2, 1)
+    animator = Animator(source, models["generator"], models["region_predictor"], mode="standard")
+    generator = animator.generator
+    source_params = animator.source_params
+    driving_params = models["region_predictor"](driving)
+    with torch.inference_mode(), CopiesOf() as copies:
+        out = generator(animator.source_image.expand(2, -1, -1, -1), driving_params,
+                        {k: v.expand(2, *v.shape[1:]) for k, v in source_params.items()},
+                        source_features=animator.source_features)
+    skip_shapes = {(2, *f.shape[1:]) for f in animator.source_features[:-1]}  # blended with a decoder map
+    assert not skip_shapes & set(copies.shapes), copies.shapes
+    assert out["prediction"].is_contiguous(memory_format=torch.channels_last)
