@@ -46,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--device_ids", default=None,
                         help="kept for old command lines: the first id picks the GPU; for several GPUs use torchrun")
     parser.add_argument("--mixed_precision", default=None, choices=("none", "bf16", "fp16"),
-                        help="--mode train: overrides train_params.mixed_precision (CUDA only)")
+                        help="--mode train: overrides train_params.mixed_precision (CUDA; bf16 on CPUs that have it)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="--mode reconstruction and animate: fp32 (default), or bf16 / fp16 autocast (bf16 for "
                              "CPUs with AVX-512 BF16 or AMX, and GPUs; region geometry stays float32)")
