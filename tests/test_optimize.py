@@ -221,3 +221,17 @@ def test_inference_warps_are_blended_without_a_layout_copy():
     skip_shapes = {(2, *f.shape[1:]) for f in animator.source_features[:-1]}  # blended with a decoder map
     assert not skip_shapes & set(copies.shapes), copies.shapes
     assert out["prediction"].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("batch,size", [(1, 64), (3, 64), (2, 96), (2, 66), (2, 32)])
+@torch.no_grad()
+def test_winograd_convolution_equals_the_direct_one(batch, size):
+    """F(2x2, 3x3) on every image of a batch at once, in row chunks at 96x96; 66x66 (33 tiles a row: no chunk of a
+    multiple of 16 tiles) and 32x32 (under the size it pays from) go to the direct convolution."""
+    from modules.winograd import WinogradConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 24, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 64, size, size).contiguous(memory_format=torch.channels_last)
+    out = WinogradConv2d(conv)(x)
+    assert out.shape == (batch, 24, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - conv(x)).abs().max() <= TOLERANCE
