@@ -261,9 +261,10 @@ def side_summary(seconds, frames, flops, reference_best, conv_rate):
     """One side's seconds per frame (best, median), speed-up on the reference, GFLOP/s and their fraction of the
     machine's 3x3 convolution rate in the side's number format."""
     best, median = summary(seconds, frames)
+    gflops = flops / best / 1e9
     return {"seconds_per_frame": round(best, 4), "seconds_per_frame_median": round(median, 4),
             "speedup": round(reference_best / best, 3), "flops_per_frame": flops,
-            "gflops_per_second": round(flops / best / 1e9, 1), "conv_fraction": round(flops / best / 1e9 / conv_rate, 3)}
+            "gflops_per_second": round(gflops, 1), "conv_fraction": round(gflops / conv_rate, 3)}
 
 
 def inference_benchmark(args, machine_rates):
