@@ -94,6 +94,21 @@ def region_layout(shift):
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def check_precision(precision):
+    """``precision`` itself when it is one of ``PRECISIONS``; else a ValueError naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast_for(device_type, precision):
+    """The context networks run in at ``precision``: nothing for 'fp32', else autocast to bf16 / fp16 (the
+    region geometry inside the networks turns it off again, ``modules.util.float32_geometry``)."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
+
+
 class Animator:
     """Animates one source image by batches of driving frames (docs/method.md §7).
 
@@ -124,9 +139,7 @@ class Animator:
             raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
         if mode == "avd":
             _require_avd(avd_network)
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.device_type, self.precision = source_image.device.type, precision
+        self.device_type, self.precision = source_image.device.type, check_precision(precision)
         self.channels_last = optimize and wants_channels_last(source_image.device, precision)
         if optimize:
             generator = optimize_for_inference(generator, self.channels_last,
@@ -147,9 +160,7 @@ class Animator:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=PRECISIONS[self.precision])
+        return autocast_for(self.device_type, self.precision)
 
     @torch.inference_mode()
     def set_initial(self, driving_frame):
@@ -315,14 +326,17 @@ def animate_pair(animator, driving_frames, writer, visualizer, batch_size, devic
     return np.concatenate(predictions)  # (T, H, W, 3)
 
 
-def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None, config_name="the config"):
+def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None, config_name="the config",
+            precision="fp32"):
     """``--mode animate``: each test pair's source video's first frame animated with the driving video.
 
     Pairs come from PairedDataset (``animate_params.num_pairs``; the dataset's ``pairs_list`` or seeded random
     pairs); the mode is ``animate_params.mode``. Writes, under ``<log_dir>/animation/``, a visualisation video
     ``<driving>-<source><format>`` per pair and the generated frames side by side as ``png/<driving>-<source>.png``;
-    all of them once every pair is done, so a stopped run leaves earlier outputs as they were.
+    all of them once every pair is done, so a stopped run leaves earlier outputs as they were. ``precision``:
+    see ``Animator``.
     """
+    check_precision(precision)
     params = require_section(config, "animate_params", config_name)
     mode = params["mode"]
     names = ("generator", "region_predictor") + (("avd_network",) if mode == "avd" else ())
@@ -336,7 +350,7 @@ def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_siz
         for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
             source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
             animator = Animator(source, networks["generator"], networks["region_predictor"],
-                                networks.get("avd_network"), mode=mode)
+                                networks.get("avd_network"), mode=mode, precision=precision)
             name = f"{strip_extension(item['driving_name'])}-{strip_extension(item['source_name'])}"
             with VideoWriter(staging / (name + params["format"]), fps=DEFAULT_FPS) as writer:
                 frames = animate_pair(animator, video_frames_array(item["driving_video"]), writer, visualizer,

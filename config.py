@@ -231,7 +231,7 @@ TRAIN = Section({
     # Perceptual features: 'imagenet' (torchvision's VGG-19 weights, as published) or 'random' (fixed random
     # VGG-19 weights: for offline tests and the synthetic data only, never chosen silently).
     "vgg_weights": _field(choice("imagenet", "random"), "imagenet"),
-    # Mixed precision on CUDA: 'none', 'bf16' or 'fp16' (with a grad scaler); ignored on the CPU.
+    # Mixed precision on CUDA: 'none', 'bf16' or 'fp16' (with a grad scaler); on CPUs bf16 only, where native.
     "mixed_precision": _field(choice("none", "bf16", "fp16"), "none"),
     "transform_params": Section({
         "sigma_affine": _field(WEIGHT),

@@ -75,7 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=None,
                         help="driving frames per forward pass (default: 8 on a GPU, 4 on the CPU)")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
-                        help="fp32 (default), or bf16/fp16 autocast for GPUs (region geometry stays float32)")
+                        help="fp32 (default), or bf16 / fp16 autocast: bf16 for GPUs and CPUs with AVX-512 BF16 or "
+                             "AMX (region geometry stays float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: one per core; on a CPU busy with other work, 1 can be faster)")

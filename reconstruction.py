@@ -15,12 +15,14 @@ import torch
 from skimage.metrics import mean_squared_error, structural_similarity
 from tqdm import tqdm
 
-from animate import DEFAULT_FPS, batched, default_batch_size, expand_batch, frames_to_tensor, tensor_to_uint8
+from animate import (DEFAULT_FPS, autocast_for, batched, check_precision, default_batch_size, expand_batch,
+                     frames_to_tensor, tensor_to_uint8)
 from config import require_section
 from frames_dataset import FrameSizeError
 from errors import signals_as_interrupts
 from inference import load_into
 from media import VideoReadError, VideoWriter, staged_folder, strip_extension, write_image
+from modules.util import as_float32
 from visualizer import Visualizer
 
 METRICS = ("l1", "psnr", "ssim", "copy_l1")  # copy_l1: the L1 of copying the first frame, the baseline to beat
@@ -63,26 +65,30 @@ def finite_or_none(value):
 
 
 @torch.inference_mode()
-def reconstruct(frames, generator, region_predictor, bg_predictor, batch_size, device):
+def reconstruct(frames, generator, region_predictor, bg_predictor, batch_size, device, precision="fp32"):
     """Reconstruct a video from its first frame, a batch at a time.
 
-    Args: frames, an iterable of (H, W, 3) float frames in [0, 1]; networks in eval mode.
+    Args: frames, an iterable of (H, W, 3) float frames in [0, 1]; networks in eval mode; ``precision``: 'fp32',
+    or 'bf16' / 'fp16' autocast (region and background geometry in float32, predictions float32).
     Yields (driving (B, 3, H, W), source (B, 3, H, W), output dict of the generator with the region params).
     """
     source = None
+    autocast = autocast_for(torch.device(device).type, precision)
     for batch in batched(frames, batch_size):
         driving = frames_to_tensor(batch, device)  # (B, 3, H, W)
-        if source is None:  # the source's work is done once per video
-            source = driving[:1].clone()  # (1, 3, H, W)
-            source_params = region_predictor(source)  # (1, K, ...)
-            source_features = generator.encode(source)
-        B = driving.shape[0]
-        sources = source.expand(B, -1, -1, -1)  # (B, 3, H, W), no copy
-        source_params_b = expand_batch(source_params, B)
-        driving_params = region_predictor(driving)  # (B, K, ...)
-        bg_params = bg_predictor(sources, driving)  # (B, 3, 3)
-        out = generator(sources, driving_params, source_params_b, bg_params=bg_params,
-                        source_features=source_features)
+        with autocast:
+            if source is None:  # the source's work is done once per video
+                source = driving[:1].clone()  # (1, 3, H, W)
+                source_params = as_float32(region_predictor(source))  # (1, K, ...)
+                source_features = generator.encode(source)
+            B = driving.shape[0]
+            sources = source.expand(B, -1, -1, -1)  # (B, 3, H, W), no copy
+            source_params_b = expand_batch(source_params, B)
+            driving_params = as_float32(region_predictor(driving))  # (B, K, ...)
+            bg_params = bg_predictor(sources, driving).float()  # (B, 3, 3)
+            out = generator(sources, driving_params, source_params_b, bg_params=bg_params,
+                            source_features=source_features)
+        out["prediction"] = out["prediction"].float()
         out.update(source_region_params=source_params_b, driving_region_params=driving_params)
         yield driving, sources, out
 
@@ -96,14 +102,14 @@ def test_video_frames(dataset, index):
     return item["name"], iter(np.asarray(item["video"]).transpose(1, 2, 3, 0))
 
 
-def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size, device):
+def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size, device, precision="fp32"):
     """Reconstruct one video, writing its visualisation and PNG strip; returns per-frame metrics (frame_metrics,
     and ``copy_l1``: the L1 of the first frame itself, what a model that copies its source would score)."""
     metrics = {"l1": [], "mse": [], "ssim": [], "copy_l1": []}
     predictions = []
     with VideoWriter(out_path, DEFAULT_FPS) as writer:
         for driving, sources, out in reconstruct(frames, networks["generator"], networks["region_predictor"],
-                                                 networks["bg_predictor"], batch_size, device):
+                                                 networks["bg_predictor"], batch_size, device, precision):
             B, _, H, _ = driving.shape
             prediction = out["prediction"].float().permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
             for name, values in frame_metrics(prediction, driving.permute(0, 2, 3, 1).cpu().numpy()).items():
@@ -116,13 +122,15 @@ def evaluate_video(frames, networks, out_path, png_path, visualizer, batch_size,
 
 
 def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, batch_size=None,
-                   config_name="the config"):
+                   config_name="the config", precision="fp32"):
     """Evaluate a checkpoint's reconstruction of the test videos; writes ``<log_dir>/reconstruction/`` and
     returns the metrics dict saved as ``metrics.json`` (per video, and the means over videos).
 
     The outputs are written to a temporary folder and moved into place once every video is done, so a run that
-    is stopped leaves an earlier run's videos and metrics.json together, as they were.
+    is stopped leaves an earlier run's videos and metrics.json together, as they were. ``precision``: see
+    ``reconstruct``; metrics.json records it.
     """
+    check_precision(precision)
     params = require_section(config, "reconstruction_params", config_name)
     networks = load_into(models, checkpoint_path, ("generator", "region_predictor", "bg_predictor"), device,
                          config_name)
@@ -142,7 +150,7 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
             out_path, png_path = staging / (stem + params["format"]), staging / "png" / (stem + ".png")
             try:
                 videos[name] = summarise(evaluate_video(frames, networks, out_path, png_path, visualizer,
-                                                        batch_size, device))
+                                                        batch_size, device, precision))
             except FrameSizeError:
                 raise
             except VideoReadError as error:  # report it and go on with the other videos
@@ -150,7 +158,7 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
                 skipped[name] = str(error)
         means = {name: float(np.mean([v[name] for v in videos.values()])) if videos else math.nan
                  for name in METRICS}
-        metrics = {"checkpoint": str(checkpoint_path), "num_videos": len(videos),
+        metrics = {"checkpoint": str(checkpoint_path), "precision": precision, "num_videos": len(videos),
                    "num_frames": sum(v["num_frames"] for v in videos.values()), "mean": means,
                    "videos": videos, "skipped": skipped}
         (staging / "metrics.json").write_text(json.dumps(finite_or_none(metrics), indent=2))

@@ -47,7 +47,10 @@ def parse_args(argv=None):
     parser.add_argument("--device_ids", default=None,
                         help="kept for old command lines: the first id picks the GPU; for several GPUs use torchrun")
     parser.add_argument("--mixed_precision", default=None, choices=("none", "bf16", "fp16"),
-                        help="--mode train: overrides train_params.mixed_precision (CUDA only)")
+                        help="--mode train: overrides train_params.mixed_precision (CUDA; bf16 on CPUs that have it)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="--mode reconstruction and animate: fp32 (default), or bf16 / fp16 autocast (bf16 for "
+                             "CPUs with AVX-512 BF16 or AMX, and GPUs; region geometry stays float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every epoch")
     parser.add_argument("--verbose", action="store_true", help="print the config and the networks")
     return parser.parse_args(None if argv is None else [str(a) for a in argv])  # paths welcome
@@ -169,6 +172,9 @@ def main(argv=None):
         what = "a first-stage checkpoint, <run>/<epoch>-cpk-reconstruction.pth" if args.mode == "train_avd" else \
             "a trained or published checkpoint"
         raise UsageError(f"--mode {args.mode} needs --checkpoint ({what})")
+    if args.precision != "fp32" and args.mode not in ("reconstruction", "animate"):
+        raise UsageError(f"--precision is for --mode reconstruction and animate; --mode {args.mode} takes "
+                         f"--mixed_precision (or train_params.mixed_precision)")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UsageError(f"{args.checkpoint}: checkpoint file not found")
     if args.mode in ("reconstruction", "animate") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -197,9 +203,9 @@ def main(argv=None):
             return train_avd(**common, seed=args.seed, verbose=args.verbose, config_name=args.config)
         if args.mode == "reconstruction":
             from reconstruction import reconstruction
-            return reconstruction(**common, config_name=args.config)
+            return reconstruction(**common, config_name=args.config, precision=args.precision)
         from animate import animate
-        return animate(**common, config_name=args.config)
+        return animate(**common, config_name=args.config, precision=args.precision)
     finally:
         if distributed:
             dist.destroy_process_group()

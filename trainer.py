@@ -190,18 +190,27 @@ def data_error_message(error):
 # Mixed precision
 
 
+def has_native_bf16():
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports), not by emulation."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class MixedPrecision:
-    """Autocast and a grad scaler on CUDA for ``mode`` 'bf16' or 'fp16' (scaled); plain float32 otherwise."""
+    """Autocast and a grad scaler on CUDA for ``mode`` 'bf16' or 'fp16' (scaled); autocast to bf16 on CPUs that
+    have it natively (2 puppets epochs: the losses of float32 within their seed-to-seed spread, steps 1.66x
+    faster on a 2-core AMD EPYC); plain float32 otherwise."""
 
     def __init__(self, mode, device):
         self.device_type = device.type
-        self.enabled = device.type == "cuda" and mode != "none"
+        self.enabled = (device.type == "cuda" and mode != "none") or (device.type == "cpu" and mode == "bf16"
+                                                                      and has_native_bf16())
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
         scaled = self.enabled and mode == "fp16"
         self.scaler = (torch.amp.GradScaler("cuda", enabled=scaled) if hasattr(torch.amp, "GradScaler")
                        else torch.cuda.amp.GradScaler(enabled=scaled))  # torch < 2.3
-        if mode != "none" and device.type != "cuda" and rank_and_world()[0] == 0:
-            print(f"mixed_precision: {mode} applies on CUDA only; training in float32 on {device}")
+        if mode != "none" and not self.enabled and rank_and_world()[0] == 0:
+            print(f"mixed_precision: {mode} applies on CUDA, and bf16 on CPUs with native bfloat16; training in "
+                  f"float32 on {device}")
 
     def autocast(self):
         return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)

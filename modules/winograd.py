@@ -42,7 +42,8 @@ class WinogradConv2d(nn.Module):
     """
 
     MIN_TILES = 1024  # below 64x64 maps the transforms cost more than the products save
-    CHUNK_TILES = 1024  # tiles transformed at a time: 16 x 1024 x C floats stay in the caches
+    CHUNK_TILES = 1024  # tiles of one image transformed at a time (every image of the batch at once: measured 7%
+    # faster on 2 threads than image by image, 256 channels at 64x64, batch 4)
 
     def __init__(self, conv):
         super().__init__()
@@ -73,31 +74,30 @@ class WinogradConv2d(nn.Module):
             self.weights = winograd_weights(self.conv)
         padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H + 2, W + 2, C), a view of NHWC memory
         out = x.new_empty(B, h, 2, w, 2, self.conv.out_channels)  # (B, h, 2, w, 2, O): tile rows and columns
-        for b in range(B):
-            for i in range(0, h, rows):
-                self._tiles(padded[b:b + 1, 2 * i:2 * (i + rows) + 2], out[b:b + 1, i:i + rows])
+        for i in range(0, h, rows):
+            self._tiles(padded[:, 2 * i:2 * (i + rows) + 2], out[:, i:i + rows])
         return out.view(B, H, W, -1).permute(0, 3, 1, 2)  # (B, O, H, W), channels-last
 
     def _tiles(self, patch, out):
-        """Convolve ``patch`` (1, 2r + 2, W + 2, C) into ``out`` (1, r, 2, w, 2, O)."""
-        _, rows, _, w, _, O = out.shape
+        """Convolve ``patch`` (B, 2r + 2, W + 2, C) into ``out`` (B, r, 2, w, 2, O)."""
+        B, rows, _, w, _, O = out.shape
         C = patch.shape[-1]
-        T = rows * w  # tiles
+        T = B * rows * w  # tiles
         # B^T d B, rows then columns: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
-        r = [patch[:, k:k + 2 * rows:2] for k in range(4)]  # (1, rows, W + 2, C) each
+        r = [patch[:, k:k + 2 * rows:2] for k in range(4)]  # (B, rows, W + 2, C) each
         d = (r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3])
-        v = patch.new_empty(1, rows, w, 16, C)  # (1, rows, w, 16, C): tile-major, then the 16 products
+        v = patch.new_empty(B, rows, w, 16, C)  # (B, rows, w, 16, C): tile-major, then the 16 products
         for a in range(4):
-            c = [d[a][:, :, k:k + 2 * w:2] for k in range(4)]  # (1, rows, w, C) each
+            c = [d[a][:, :, k:k + 2 * w:2] for k in range(4)]  # (B, rows, w, C) each
             torch.sub(c[0], c[2], out=v[:, :, :, 4 * a])
             torch.add(c[1], c[2], out=v[:, :, :, 4 * a + 1])
             torch.sub(c[2], c[1], out=v[:, :, :, 4 * a + 2])
             torch.sub(c[1], c[3], out=v[:, :, :, 4 * a + 3])
         v = v.view(16, 1, T // 16, 16 * C).permute(0, 3, 1, 2)  # (16, 16 C, 1, T / 16), NHWC
         m = F.conv2d(v, *self.weights, groups=16)  # (16, 16 O, 1, T / 16), NHWC
-        m = m.permute(0, 2, 3, 1).reshape(1, rows, w, 4, 4, O)
+        m = m.permute(0, 2, 3, 1).reshape(B, rows, w, 4, 4, O)
         # A^T m A, rows then columns: A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
         for a, s in enumerate((m[:, :, :, 0] + m[:, :, :, 1] + m[:, :, :, 2],
-                               m[:, :, :, 1] - m[:, :, :, 2] - m[:, :, :, 3])):  # (1, rows, w, 4, O)
+                               m[:, :, :, 1] - m[:, :, :, 2] - m[:, :, :, 3])):  # (B, rows, w, 4, O)
             torch.add(s[..., 0, :] + s[..., 1, :], s[..., 2, :], out=out[:, :, a, :, 0])
             torch.sub(s[..., 1, :] - s[..., 2, :], s[..., 3, :], out=out[:, :, a, :, 1])

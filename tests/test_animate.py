@@ -1,5 +1,7 @@
 """The batched animation core (Animator) against the reference's frame-by-frame animation, the video writer,
 and ``--mode animate`` end to end on the parity model."""
+import json
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -193,3 +195,51 @@ def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words,
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and words in errors[0] and str(tmp_path / "pairs.csv") in errors[0]
     assert not (tmp_path / "log" / "animation").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --precision in the evaluation modes
+
+
+def test_reconstruction_and_animate_modes_run_in_bf16_close_to_float32(tmp_path, shared_dir):
+    """``run.py --precision bf16`` reaches both modes: their outputs are those of float32 up to bf16 rounding."""
+    import run
+    root = write_dataset(tmp_path / "data", shared_dir, num_videos=2, num_frames=3)
+    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=1, mode="relative")
+    checkpoint = str(parity_paths(shared_dir)[1])
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        for mode in ("reconstruction", "animate"):
+            log_dir = tmp_path / precision
+            assert run.cli(["--config", str(config), "--mode", mode, "--checkpoint", checkpoint, "--log_dir",
+                            str(log_dir), "--device", "cpu", "--precision", precision]) == 0
+        metrics = json.loads((log_dir / "reconstruction" / "metrics.json").read_text())
+        assert metrics["precision"] == precision
+        strips = [iio.imread(path) for folder in ("reconstruction", "animation")
+                  for path in sorted((log_dir / folder / "png").glob("*.png"))]
+        outputs[precision] = (metrics["mean"]["l1"], np.stack(strips).astype(float))  # (n, H, T * W, 3)
+    (l1, fp32), (l1_bf16, bf16) = outputs["fp32"], outputs["bf16"]
+    assert 0 < np.abs(fp32 - bf16).max()  # bf16 did run: some pixel differs ...
+    assert np.abs(fp32 - bf16).mean() < 2.0  # ... by about a grey level on average (of 255)
+    assert l1_bf16 == pytest.approx(l1, rel=0.05)
+
+
+def test_precision_outside_the_evaluation_modes_is_one_error_line(tmp_path, shared_dir, capsys):
+    import run
+    root = write_dataset(tmp_path / "data", shared_dir, num_videos=1, num_frames=2)
+    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root)
+    code = run.cli(["--config", str(config), "--mode", "train", "--log_dir", str(tmp_path / "log"), "--device",
+                    "cpu", "--precision", "bf16"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "--mixed_precision" in errors[0]
+    assert not (tmp_path / "log").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp64", "half"])
+def test_unknown_precision_is_refused_before_any_work(precision, eval_setup, tmp_path, shared_dir):
+    config_path, dataset = eval_setup
+    config = load_config(config_path)
+    with pytest.raises(ValueError, match="unknown precision.*fp32, bf16, fp16"):
+        animate(config, build_models(config), parity_paths(shared_dir)[1], tmp_path / "log", dataset, "cpu",
+                precision=precision)
+    assert not (tmp_path / "log").exists()

@@ -1,4 +1,5 @@
 """tools/benchmark.py --quick: every part runs and reports sane numbers (no timing is asserted: machines differ)."""
+import importlib.util
 import json
 
 import pytest
@@ -35,6 +36,27 @@ def test_inference(results):
     assert 0 < inference["flops_per_frame"] < inference["reference_flops_per_frame"]
     assert inference["max_abs_difference"] <= 1e-4  # float32, the same numbers
     assert len(inference["load_average"]) == 2
+
+
+def test_inference_sides_and_their_share_of_the_machine(results):
+    """Every side of one run: the reference, float32, bf16 where the CPU has it, ONNX Runtime where installed."""
+    inference, machine = results["inference"], results["machine"]
+    sides = inference["sides"]
+    expected = {"reference", "fp32"} | ({"bf16"} if benchmark.has_fast_bf16() else set())
+    if importlib.util.find_spec("onnxruntime"):
+        expected.add("onnxruntime")
+    else:
+        assert any("onnxruntime" in note for note in inference["notes"])
+    assert set(sides) == expected
+    for name, side in sides.items():
+        assert positive(side["seconds_per_frame"], side["speedup"], side["gflops_per_second"], side["conv_fraction"])
+        assert side["conv_fraction"] < 2, name  # a fraction of what the machine's convolutions reach
+    assert sides["reference"]["speedup"] == 1 and sides["fp32"]["seconds_per_frame"] == inference["seconds_per_frame"]
+    if "bf16" in sides:
+        assert positive(machine["conv3x3_bf16_gflops"]) and machine["fast_bf16"]
+        assert 30 < inference["bf16_psnr_db"]  # against float32: close, not equal
+    if "onnxruntime" in sides:
+        assert inference["onnxruntime_max_abs_difference"] <= 1e-4
 
 
 def test_training(results):

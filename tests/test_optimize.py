@@ -191,3 +191,48 @@ def test_gpu_settings_chosen_by_construction():
     assert not make_loader(items, params, torch.device("cpu"), "train_params").pin_memory
     assert wants_channels_last("cpu") and not wants_channels_last("cuda") and wants_channels_last("cuda", "bf16")
     assert wants_winograd("cpu") and not wants_winograd("cuda") and not wants_winograd("cpu", "bf16")
+
+
+class CopiesOf(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the shapes of the tensors that ops copying whole maps (copy_, clone, contiguous) write."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in (torch.ops.aten.copy_, torch.ops.aten.clone, torch.ops.aten.contiguous):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def test_inference_warps_are_blended_without_a_layout_copy():
+    """The warped skips go from grid_sample straight into the blend, which writes channels-last maps."""
+    models = build()
+    source, driving = images(1, 0), images(2, 1)
+    animator = Animator(source, models["generator"], models["region_predictor"], mode="standard")
+    generator = animator.generator
+    source_params = animator.source_params
+    driving_params = models["region_predictor"](driving)
+    with torch.inference_mode(), CopiesOf() as copies:
+        out = generator(animator.source_image.expand(2, -1, -1, -1), driving_params,
+                        {k: v.expand(2, *v.shape[1:]) for k, v in source_params.items()},
+                        source_features=animator.source_features)
+    skip_shapes = {(2, *f.shape[1:]) for f in animator.source_features[:-1]}  # blended with a decoder map
+    assert not skip_shapes & set(copies.shapes), copies.shapes
+    assert out["prediction"].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("batch,size", [(1, 64), (3, 64), (2, 96), (2, 66), (2, 32)])
+@torch.no_grad()
+def test_winograd_convolution_equals_the_direct_one(batch, size):
+    """F(2x2, 3x3) on every image of a batch at once, in row chunks at 96x96; 66x66 (33 tiles a row: no chunk of a
+    multiple of 16 tiles) and 32x32 (under the size it pays from) go to the direct convolution."""
+    from modules.winograd import WinogradConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 24, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 64, size, size).contiguous(memory_format=torch.channels_last)
+    out = WinogradConv2d(conv)(x)
+    assert out.shape == (batch, 24, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - conv(x)).abs().max() <= TOLERANCE

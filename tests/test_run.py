@@ -259,7 +259,9 @@ def test_evaluation_modes_are_dispatched_with_the_shared_signature(mode, data_ro
     finally:
         checkpoint.parent.chmod(0o755)
     kwargs, = calls
-    assert set(kwargs) == {"config", "models", "checkpoint_path", "log_dir", "dataset", "device", "config_name"}
+    assert set(kwargs) == {"config", "models", "checkpoint_path", "log_dir", "dataset", "device", "config_name",
+                           "precision"}
+    assert kwargs["precision"] == "fp32"  # --precision's default
     assert kwargs["log_dir"] == tmp_path / "eval" and kwargs["checkpoint_path"] == str(checkpoint)
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pth"]
     assert not kwargs["dataset"].is_train and kwargs["dataset"].videos == ["video0"]

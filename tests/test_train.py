@@ -402,3 +402,14 @@ def test_frame_shape_null_trains_at_the_stored_size(tiny, tmp_path):
     assert dataset[0]["source"].shape == (3, 32, 32)  # as stored: no resize
     saved = train(config, build_models(config), None, tmp_path, dataset, CPU)
     assert read_checkpoint(saved)["config"]["dataset_params"]["frame_shape"] is None
+
+
+@pytest.mark.parametrize("mode", ["none", "bf16", "fp16"])
+def test_mixed_precision_on_the_cpu_is_bf16_where_the_cpu_has_it(mode):
+    from trainer import has_native_bf16
+    mixed = MixedPrecision(mode, CPU)
+    assert mixed.enabled == (mode == "bf16" and has_native_bf16())
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with mixed.autocast():
+        out = conv(torch.rand(1, 3, 8, 8))
+    assert out.dtype == (torch.bfloat16 if mixed.enabled else torch.float32)

@@ -4,17 +4,22 @@
     python tools/benchmark.py --config config/ted384.yaml --size 384 --parts inference
     python tools/benchmark.py --checkpoint vox256.pth --frames 16 --repeats 3 --threads 1 --out bench.json
     python tools/benchmark.py --parts memory                    # demo peak RSS: 100- vs 3000-frame driving video
+    python tools/benchmark.py --parts inference --sides fp32,bf16  # no ONNX export
     python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
 
 Parts (``--parts``, comma-separated; default inference,training,loader):
 
-- ``inference``: ``animate.make_animation`` (batched, source encoded once, optimised generator) against
-  :func:`reference_make_animation`, our emulation of the reference demo loop (batch 1, the generator's encoder
-  run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on the CPU), at the best of a few batch
-  sizes, both in this process (the allocator set alike for both); FLOPs per frame counted by
-  ``torch.utils.flop_counter`` (the multiply-adds of convolutions and matrix products, so Winograd's additions
-  are not counted); achieved GFLOP/s against the machine's; ``effective`` GFLOP/s: the reference's FLOPs per
-  frame over our time.
+- ``inference``: in one interleaved run, :func:`reference_make_animation`, our emulation of the reference demo
+  loop (batch 1, the generator's encoder run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on
+  the CPU), against ``animate.make_animation`` (batched, source encoded once, optimised generator) in float32, in
+  bf16 (on CPUs with native bfloat16: AVX-512 BF16 or AMX), with its PSNR against the float32 frames, and the ONNX
+  Runtime backend (when installed; exported to a temporary folder), each at the best float32 batch size, all in
+  this process (the allocator set alike for all). FLOPs per frame counted by ``torch.utils.flop_counter`` (the
+  multiply-adds of convolutions and matrix products, so Winograd's additions are not counted; the ONNX graphs
+  are given bf16's count, the same fast form without Winograd); each side's GFLOP/s as a fraction
+  (``conv_fraction``) of the machine's measured rate of a large 3x3 convolution in its number format
+  (``conv3x3_gflops``, ``conv3x3_bf16_gflops``, at the same threads); ``effective`` GFLOP/s: the reference's
+  FLOPs per frame over our float32 time.
 - ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
   channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
   (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
@@ -49,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from animate import get_animation_region_params, make_animation  # noqa: E402
+from animate import Animator, batched, frames_to_tensor, get_animation_region_params, make_animation  # noqa: E402
 from checkpoint import save_checkpoint  # noqa: E402
 from config import load_config  # noqa: E402
 from device import keep_freed_memory  # noqa: E402
@@ -63,6 +68,7 @@ from train import NETWORKS, ReconstructionModel  # noqa: E402
 from trainer import adam  # noqa: E402
 
 PARTS = ("inference", "training", "loader", "memory")
+SIDES = ("fp32", "bf16", "onnxruntime")
 QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
          "memory_frames": "10,40", "memory_size": 64, "threads": 1}
 
@@ -124,19 +130,38 @@ def matmul_gflops(n=2048, repeats=5):
     return 2 * n ** 3 / seconds / 1e9
 
 
-def conv_gflops(channels=256, size=64, repeats=5):
-    """The rate of a channels-last 3x3 convolution like the generator's bottleneck (oneDNN's direct kernel)."""
-    x = torch.randn(1, channels, size, size).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(channels, channels, 3, 3).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
+def conv_gflops(channels=256, size=64, batch=4, dtype=torch.float32, repeats=5):
+    """The rate of a large channels-last 3x3 convolution like the generator's bottleneck (oneDNN's direct kernel),
+    in ``dtype``: what the machine's convolutions can do, the yardstick of each side's GFLOP/s."""
+    x = torch.randn(batch, channels, size, size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
         seconds = min(interleaved({"conv": lambda: F.conv2d(x, w, padding=1)}, repeats + 1)["conv"][1:])
-    return 2 * channels * channels * 9 * size * size / seconds / 1e9
+    return 2 * batch * channels * channels * 9 * size * size / seconds / 1e9
+
+
+def has_fast_bf16():
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX), not by emulation."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def machine(threads):
+    rates = {"matmul_gflops": round(matmul_gflops(), 1), "conv3x3_gflops": round(conv_gflops(), 1)}
+    if has_fast_bf16():
+        rates["conv3x3_bf16_gflops"] = round(conv_gflops(dtype=torch.bfloat16), 1)
     return {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "load_average": load_average(),
-            "matmul_gflops": round(matmul_gflops(), 1), "conv3x3_gflops": round(conv_gflops(), 1)}
+            "processor": cpu_name(), "fast_bf16": has_fast_bf16(), "load_average": load_average(), **rates}
+
+
+def cpu_name():
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -202,15 +227,58 @@ def best_batch_size(ours, frames, batch_sizes):
     return by_batch, min(by_batch, key=by_batch.get)
 
 
-def inference_benchmark(args, gflops_matmul):
-    generator, region_predictor, avd_network = animation_models(args.config, args.checkpoint, args.seed)
+def psnr_db(frames, reference):
+    """PSNR in dB of frames against reference frames, both (T, H, W, 3) in [0, 1], over the whole video."""
+    mse = float(np.mean((np.stack(frames).astype(np.float64) - np.stack(reference)) ** 2))
+    return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+
+
+def onnx_networks(args, models, folder):
+    """(generator, region_predictor, avd_network) run by ONNX Runtime, exported into ``folder`` from ``models``
+    (through a checkpoint of them when random); None, with the reason, when ONNX Runtime cannot run here."""
+    try:
+        from onnx_backend import OnnxBackendError, load_onnx_checkpoints
+        checkpoint = args.checkpoint or save_checkpoint(Path(folder) / "random.pth", dict(zip(
+            ("generator", "region_predictor", "avd_network"), models)))
+        return load_onnx_checkpoints(args.config, checkpoint, (args.size, args.size), cache_dir=folder,
+                                     threads=torch.get_num_threads()), None
+    except (ImportError, OnnxBackendError) as error:
+        return None, str(error)
+
+
+def animate_with(networks, source, video, mode, batch_size):
+    """``make_animation`` for networks that are not torch modules (ONNX Runtime's): ``Animator(optimize=False)``."""
+    generator, region_predictor, avd_network = networks
+    animator = Animator(frames_to_tensor([source], "cpu"), generator, region_predictor, avd_network, mode=mode,
+                        optimize=False)
+    predictions = []
+    for batch in batched(video, batch_size):
+        predictions.extend(animator(frames_to_tensor(batch, "cpu"))["prediction"].permute(0, 2, 3, 1).numpy())
+    return predictions
+
+
+def side_summary(seconds, frames, flops, reference_best, conv_rate):
+    """One side's seconds per frame (best, median), speed-up on the reference, GFLOP/s and their fraction of the
+    machine's 3x3 convolution rate in the side's number format."""
+    best, median = summary(seconds, frames)
+    gflops = flops / best / 1e9
+    return {"seconds_per_frame": round(best, 4), "seconds_per_frame_median": round(median, 4),
+            "speedup": round(reference_best / best, 3), "flops_per_frame": flops,
+            "gflops_per_second": round(gflops, 1), "conv_fraction": round(gflops / conv_rate, 3)}
+
+
+def inference_benchmark(args, machine_rates):
+    """The reference loop, ours in float32, ours in bf16 (on CPUs that run it natively) and ONNX Runtime (when
+    installed), timed interleaved on the same frames (see the module docstring)."""
+    models = animation_models(args.config, args.checkpoint, args.seed)
+    generator, region_predictor, avd_network = models
     avd = avd_network if args.mode == "avd" else None
     frames = list(random_frames(args.frames + 1, args.size, args.seed))
     source, driving = frames[0], frames[1:]
 
-    def ours(video, batch_size):
+    def ours(video, batch_size, precision="fp32"):
         return make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode,
-                              batch_size=batch_size)
+                              batch_size=batch_size, precision=precision)
 
     def reference(video):
         return reference_make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode)
@@ -218,29 +286,54 @@ def inference_benchmark(args, gflops_matmul):
     load_before = load_average()
     reset_peak_rss()
     by_batch, batch_size = best_batch_size(ours, driving, args.batch_sizes)
-    difference = float(np.abs(np.stack(ours(driving[:2], batch_size)) - np.stack(reference(driving[:2]))).max())
-    times = interleaved({"ours": lambda: ours(driving, batch_size), "reference": lambda: reference(driving)},
-                        args.repeats)
-    (best, median), (ref_best, ref_median) = summary(times["ours"], len(driving)), \
-        summary(times["reference"], len(driving))
-    flops, setup_flops = per_frame_flops(lambda v: ours(v, 1), driving)
+    fp32 = ours(driving, batch_size)
+    difference = float(np.abs(np.stack(fp32[:2]) - np.stack(reference(driving[:2]))).max())
+    runs = {"fp32": lambda: ours(driving, batch_size), "reference": lambda: reference(driving)}
+    flops = {"fp32": per_frame_flops(lambda v: ours(v, 1), driving)[0]}
+    result = {"mode": args.mode, "frames": len(driving), "repeats": args.repeats, "notes": []}
+    if "bf16" in args.sides and has_fast_bf16():
+        runs["bf16"] = lambda: ours(driving, batch_size, "bf16")
+        flops["bf16"] = per_frame_flops(lambda v: ours(v, 1, "bf16"), driving)[0]
+        result["bf16_psnr_db"] = round(psnr_db(ours(driving, batch_size, "bf16"), fp32), 2)
+    elif "bf16" in args.sides:
+        result["notes"].append("bf16 left out: this CPU has no native bfloat16 (AVX-512 BF16 or AMX)")
+    with tempfile.TemporaryDirectory() as folder:
+        onnx, why_not = onnx_networks(args, models, folder) if "onnxruntime" in args.sides else (None, None)
+        if onnx is not None:
+            runs["onnxruntime"] = lambda: animate_with(onnx, source, driving, args.mode, batch_size)
+            # The graphs are the float32 fast form without Winograd: bf16's count of multiply-adds.
+            flops["onnxruntime"] = flops.get("bf16") or flops["fp32"]
+            result["onnxruntime_max_abs_difference"] = float(np.abs(np.stack(runs["onnxruntime"]())
+                                                                    - np.stack(fp32)).max())
+        elif why_not:
+            result["notes"].append(f"onnxruntime left out: {why_not}")
+        runs["fp32"]()  # every side warm before timing
+        times = interleaved(runs, args.repeats)
+    ref_best, ref_median = summary(times["reference"], len(driving))
     ref_flops, ref_setup_flops = per_frame_flops(reference, driving)
-    return {
-        "mode": args.mode, "frames": len(driving), "repeats": args.repeats,
+    rates = {"fp32": machine_rates["conv3x3_gflops"], "reference": machine_rates["conv3x3_gflops"],
+             "bf16": machine_rates.get("conv3x3_bf16_gflops"), "onnxruntime": machine_rates["conv3x3_gflops"]}
+    flops["reference"] = ref_flops
+    sides = {name: side_summary(seconds, len(driving), flops[name], ref_best, rates[name])
+             for name, seconds in times.items()}
+    ours_side = sides["fp32"]
+    result.update({
         "seconds_per_frame_by_batch_size": {str(b): round(s, 4) for b, s in by_batch.items()},
-        "best_batch_size": batch_size,
-        "seconds_per_frame": round(best, 4), "seconds_per_frame_median": round(median, 4),
+        "best_batch_size": batch_size, "sides": sides,
+        "seconds_per_frame": ours_side["seconds_per_frame"],
+        "seconds_per_frame_median": ours_side["seconds_per_frame_median"],
         "reference_seconds_per_frame": round(ref_best, 4), "reference_seconds_per_frame_median": round(ref_median, 4),
-        "speedup": round(ref_best / best, 3), "speedup_median": round(ref_median / median, 3),
-        "flops_per_frame": flops, "flops_per_video": setup_flops,
-        "reference_flops_per_frame": ref_flops, "reference_flops_per_video": ref_setup_flops,
-        "gflops_per_second": round(flops / best / 1e9, 1),
-        "reference_gflops_per_second": round(ref_flops / ref_best / 1e9, 1),
-        "effective_gflops_per_second": round(ref_flops / best / 1e9, 1),  # the reference's work, at our pace
-        "matmul_ratio": round(flops / best / 1e9 / gflops_matmul, 3),
+        "speedup": ours_side["speedup"], "speedup_median": round(ref_median / ours_side["seconds_per_frame_median"], 3),
+        "flops_per_frame": flops["fp32"], "reference_flops_per_frame": ref_flops,
+        "reference_flops_per_video": ref_setup_flops,
+        "gflops_per_second": ours_side["gflops_per_second"],
+        "reference_gflops_per_second": sides["reference"]["gflops_per_second"],
+        "effective_gflops_per_second": round(ref_flops / ours_side["seconds_per_frame"] / 1e9, 1),
+        "matmul_ratio": round(ours_side["gflops_per_second"] / machine_rates["matmul_gflops"], 3),
         "max_abs_difference": difference, "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_average": [load_before, load_average()],
-    }
+    })
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -498,6 +591,9 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", help="weights to load (default: random weights from --seed)")
     parser.add_argument("--parts", default="inference,training,loader", help=f"any of {','.join(PARTS)}")
     parser.add_argument("--mode", default="relative", choices=("standard", "relative", "avd"))
+    parser.add_argument("--sides", default="fp32,bf16,onnxruntime",
+                        help="inference: ours in which forms besides the reference loop (default: %(default)s; bf16 "
+                             "only on CPUs with native bfloat16, onnxruntime only when it is installed)")
     parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
     parser.add_argument("--batch_sizes", type=int_list, default=[1, 2, 4], help="searched for the fastest (1,2,4)")
@@ -520,6 +616,9 @@ def parse_args(argv=None):
         args.workers, args.loader_batches = [0], 2
     args.config, args.memory_config = repository_path(args.config), repository_path(args.memory_config)
     args.parts = [p for p in args.parts.split(",") if p]
+    args.sides = [s for s in args.sides.split(",") if s]
+    if set(args.sides) - set(SIDES) or "fp32" not in args.sides:
+        parser.error(f"--sides {','.join(args.sides)}: fp32 and any of {', '.join(SIDES[1:])}")
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}: use any of {', '.join(PARTS)}")
@@ -542,7 +641,7 @@ def run_parts(args):
     results = {"config": os.path.relpath(args.config, ROOT), "size": args.size, "checkpoint": args.checkpoint,
                "machine": dict(machine(torch.get_num_threads()), allocator=args.allocator)}
     if "inference" in args.parts:
-        results["inference"] = inference_benchmark(args, results["machine"]["matmul_gflops"])
+        results["inference"] = inference_benchmark(args, results["machine"])
     if "training" in args.parts:
         results["training"] = training_benchmark(args)
     if "loader" in args.parts:
