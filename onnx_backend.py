@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from checkpoint import CheckpointError, load_checkpoint
+from checkpoint import CheckpointError
 from config import load_config
-from modules.build import build_models
+from inference import load_networks
 from modules.optimize import optimize_for_inference
 
 OPSET = 18
@@ -183,22 +183,11 @@ def export_networks(models, out_dir, frame_shape):
     return out_dir
 
 
-def load_networks(config_path, checkpoint_path):
-    """The networks of a config and checkpoint in eval mode on the CPU; ``avd_network`` None when it has none."""
-    models = build_models(load_config(config_path))
-    needed = {name: models[name] for name in ("generator", "region_predictor", "avd_network")}
-    checkpoint = load_checkpoint(checkpoint_path, needed, config_name=str(config_path), optional=("avd_network",))
-    needed = {name: model.eval() for name, model in needed.items()}
-    if "avd_network" not in checkpoint:
-        needed["avd_network"] = None
-    return needed
-
-
 def export_checkpoint(config_path, checkpoint_path, out_dir, frame_shape):
     """Export the graphs of a config and checkpoint to ``out_dir``, atomically: they are written to a folder beside
     it, then moved in one by one, manifest last (files of other names already in ``out_dir`` stay)."""
     out_dir = Path(out_dir)
-    models = load_networks(config_path, checkpoint_path)
+    models = load_networks(config_path, checkpoint_path, "cpu")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -246,7 +235,7 @@ def cached_export(config_path, checkpoint_path, frame_shape, cache_dir=None):
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        export_networks(load_networks(config_path, checkpoint_path), scratch, frame_shape)
+        export_networks(load_networks(config_path, checkpoint_path, "cpu"), scratch, frame_shape)
         try:
             os.replace(scratch, folder)
         except OSError:  # another process exported it meanwhile

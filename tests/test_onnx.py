@@ -10,6 +10,7 @@ pytest.importorskip("onnxscript", reason="the ONNX backend's requirements (requi
 
 import onnx_backend  # noqa: E402
 from animate import Animator, get_animation_region_params  # noqa: E402
+from inference import load_networks  # noqa: E402
 from tiny_puppets import one_thread, write_tiny_model  # noqa: E402, F401 (a fixture)
 from tools import export_onnx  # noqa: E402
 
@@ -37,7 +38,7 @@ def tiny(tmp_path_factory):
     folder, exported = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=root / "cache")
     torch.set_num_threads(before)
     assert exported
-    return config, checkpoint, root / "cache", onnx_backend.load_networks(config, checkpoint), \
+    return config, checkpoint, root / "cache", load_networks(config, checkpoint, "cpu"), \
         onnx_backend.OnnxNetworks(folder, threads=1)
 
 
