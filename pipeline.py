@@ -122,19 +122,20 @@ def check_request(request):
     VideoWriter(result, DEFAULT_FPS, audio_from=request.driving_video if request.audio else None)  # a format it writes
 
 
-def choose_img_shape(request, notify=print_note):
-    """--img_shape, else the config's frame_shape, else (null) the authors' 384,384; checked against the config."""
-    config = load_config(request.config)
-    img_shape, what = request.img_shape, "--img_shape"
+def choose_img_shape(config_path, img_shape=None, notify=print_note):
+    """The (H, W) a model animates at: ``img_shape`` (--img_shape), else the config's frame_shape, else (null) the
+    authors' 384,384, with a note; checked against the config's networks (ConfigError naming the multiple)."""
+    config = load_config(config_path)
+    what = "--img_shape"
     if img_shape is None:
         frame_shape = config.get("dataset_params", {}).get("frame_shape", (256, 256))
         img_shape, what = (tuple(frame_shape[:2]), "dataset_params.frame_shape") if frame_shape \
             else (AUTHORS_IMG_SHAPE, "the authors' default --img_shape")
         if not frame_shape:
-            notify(f"{request.config} has frame_shape null (frames at their stored size); the demo works at "
+            notify(f"{config_path} has frame_shape null (frames at their stored size); the demo works at "
                    f"{img_shape[0]}x{img_shape[1]}, as the authors' demo does: pass --img_shape to change it")
-    check_frame_size(config, *img_shape, what, request.config)
-    return img_shape
+    check_frame_size(config, *img_shape, what, config_path)
+    return tuple(img_shape)
 
 
 def choose_initial_frame(animator, request, img_shape, num_frames, batch_size, notify=print_note):
@@ -184,7 +185,7 @@ def animate_files(request, notify=print_note):
     """Run a request; returns the result's path. Raises InputError, MediaError, ConfigError, CheckpointError (each
     naming the file) for input it cannot use; the result is written whole or not at all."""
     check_request(request)
-    img_shape = choose_img_shape(request, notify)
+    img_shape = choose_img_shape(request.config, request.img_shape, notify)
     with tempfile.TemporaryDirectory(prefix="mraa-crop-") as folder:
         if request.crop != "none" or request.crop_box is not None:
             request = crop_request(request, folder, img_shape, notify)

@@ -308,10 +308,10 @@ def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_p
     config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
     assert "frame_shape: null" in config.read_text()
     args = demo.parse_args(["--config", str(config)])
-    assert pipeline.choose_img_shape(demo.request_of(args)) == (384, 384)
+    assert pipeline.choose_img_shape(args.config, args.img_shape) == (384, 384)
     assert "384x384" in capsys.readouterr().err
     args = demo.parse_args(["--config", str(config), "--img_shape", "64,64"])
-    assert pipeline.choose_img_shape(demo.request_of(args)) == (64, 64) and "note" not in capsys.readouterr().err
+    assert pipeline.choose_img_shape(args.config, args.img_shape) == (64, 64) and "note" not in capsys.readouterr().err
 
 
 def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, shared_dir):

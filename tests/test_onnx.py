@@ -10,6 +10,7 @@ pytest.importorskip("onnxscript", reason="the ONNX backend's requirements (requi
 
 import onnx_backend  # noqa: E402
 from animate import Animator, get_animation_region_params  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402
 from inference import load_networks  # noqa: E402
 from tiny_puppets import one_thread, write_tiny_model  # noqa: E402, F401 (a fixture)
 from tools import export_onnx  # noqa: E402
@@ -240,3 +241,15 @@ def test_load_onnx_checkpoints_gives_the_demo_triple_from_the_cache(tiny, monkey
     assert len(features) == len(expected) and avd_network is not None
     for ours, theirs in zip(features, expected):
         assert_close(ours, theirs, "source features")
+
+
+def test_the_frame_size_of_an_authors_config_is_the_demos(capsys):
+    """config/vox256.yaml says frame_shape: null, as the authors' files do: 384,384 with a note, as in the demo."""
+    import argparse
+
+    from config import ConfigError
+    args = argparse.Namespace(config=str(REPO_ROOT / "config" / "vox256.yaml"), img_shape=None)
+    assert export_onnx.frame_shape(args) == (384, 384)
+    assert "frame_shape null" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="multiples of 128"):
+        export_onnx.frame_shape(argparse.Namespace(config=args.config, img_shape="50,70"))

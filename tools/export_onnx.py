@@ -5,7 +5,7 @@
 
 Writes region_predictor.onnx, encoder.onnx, generator.onnx, avd_network.onnx (when the checkpoint has one) and
 manifest.json (each graph's input and output names) into --out. The frame size defaults to the config's
-dataset_params.frame_shape.
+dataset_params.frame_shape, or 384,384 when it is null (the authors' configs), as in the demo.
 """
 import argparse
 import sys
@@ -16,8 +16,9 @@ if str(ROOT) not in sys.path:  # run as a script: the project's modules live one
     sys.path.insert(0, str(ROOT))
 
 from checkpoint import CheckpointError  # noqa: E402
-from config import ConfigError, load_config  # noqa: E402
+from config import ConfigError  # noqa: E402
 from onnx_backend import OnnxBackendError, export_checkpoint  # noqa: E402
+from pipeline import choose_img_shape  # noqa: E402
 
 
 def parse_shape(text):
@@ -33,13 +34,8 @@ def parse_shape(text):
 
 
 def frame_shape(args):
-    """--img_shape, else the config's dataset_params.frame_shape."""
-    if args.img_shape:
-        return parse_shape(args.img_shape)
-    dataset = load_config(args.config).get("dataset_params") or {}
-    if "frame_shape" not in dataset:
-        raise ValueError(f"{args.config} has no dataset_params.frame_shape: give the frame size with --img_shape H,W")
-    return tuple(dataset["frame_shape"][:2])
+    """--img_shape, else the config's dataset_params.frame_shape (384,384 when null), as the demo chooses it."""
+    return choose_img_shape(args.config, parse_shape(args.img_shape) if args.img_shape else None)
 
 
 def main(argv=None):
