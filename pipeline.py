@@ -18,7 +18,7 @@ import torch
 from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, find_best_frame, frames_to_tensor, \
     read_frame
 from config import check_frame_size, load_config
-from inference import load_networks
+from inference import load_networks, missing_avd_error
 from media import VideoWriter, check_not_an_input, check_writable, ends_early, image_info, read_image, video_info
 
 AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
@@ -165,8 +165,10 @@ def load_animation_networks(request, img_shape):
         import onnx_backend  # optional: requirements-onnx.txt
         if torch.device(request.device if request.device != "auto" else "cpu").type != "cpu":
             raise InputError(f"--backend onnxruntime runs on the CPU; got --device {request.device}")
-        load_networks(request.config, request.checkpoint, "cpu", avd_needed_by=avd_needed_by)  # the checks, once
-        return onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape)
+        networks = onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape)
+        if avd_needed_by and networks[2] is None:
+            raise missing_avd_error(request.checkpoint, avd_needed_by, "use --mode relative or standard")
+        return networks
     networks = load_networks(request.config, request.checkpoint, request.device, avd_needed_by=avd_needed_by)
     return networks["generator"], networks["region_predictor"], networks.get("avd_network")
 

@@ -253,3 +253,23 @@ def test_the_frame_size_of_an_authors_config_is_the_demos(capsys):
     assert "frame_shape null" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="multiples of 128"):
         export_onnx.frame_shape(argparse.Namespace(config=args.config, img_shape="50,70"))
+
+
+@pytest.mark.parametrize("mode", ["avd", "relative"])
+def test_the_demo_animates_with_onnx_runtime_from_the_cache(tiny, tmp_path, monkeypatch, capsys, mode):
+    """``demo.py --backend onnxruntime`` reuses the export in the cache and writes as many frames as it reads."""
+    import demo
+    from media import VideoWriter, video_info, write_image
+    config, checkpoint, cache, *_ = tiny
+    monkeypatch.setattr(onnx_backend, "default_cache_dir", lambda: cache)
+    monkeypatch.setattr(onnx_backend, "export_networks", lambda *a: pytest.fail("exported again"))
+    source, driving, result = tmp_path / "source.png", tmp_path / "driving.mp4", tmp_path / "result.mp4"
+    frames = (smooth_images(6, seed=1).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()  # (T, H, W, 3)
+    write_image(source, frames[0])
+    with VideoWriter(driving, 10) as writer:
+        writer.write(frames)
+    code = demo.main(["--config", str(config), "--checkpoint", str(checkpoint), "--source_image", str(source),
+                      "--driving_video", str(driving), "--result_video", str(result), "--backend", "onnxruntime",
+                      "--mode", mode, "--find_best_frame", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert video_info(result).num_frames == 6
