@@ -18,9 +18,7 @@ when every step has succeeded:
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -38,7 +36,7 @@ from device import pick_device  # noqa: E402
 from errors import one_line  # noqa: E402
 from frames_dataset import identity_of  # noqa: E402
 from inference import load_networks, missing_avd_error  # noqa: E402
-from media import VideoReadError, VideoWriter, read_video  # noqa: E402
+from media import VideoReadError, VideoWriter, read_video, staged_folder  # noqa: E402
 from modules.build import MODEL_NAMES, build_models  # noqa: E402
 from tools.eval_cli import EvalError, frame_size  # noqa: E402
 from tools.eval_transfer import read_test_pairs  # noqa: E402
@@ -46,7 +44,6 @@ from tools.eval_transfer import read_test_pairs  # noqa: E402
 STEPS = ("checkpoint", "media", "teaser")
 MAX_MB = 20  # upper bound, in 10**6 bytes: the bundle ships inside the repository, so every clone carries it
 EPOCHS = ("epoch_reconstruction", "epoch_avd")
-STAGE_PREFIX = ".bundle-"  # the folder inside --out where a run writes its files before moving them in
 
 
 class BundleError(RuntimeError):
@@ -229,19 +226,14 @@ def check_inputs(args):
 def bundle(args):
     """Run the steps of parsed arguments; prints what each wrote.
 
-    Every input is checked first; every file is written to a staging folder inside ``--out`` and moved over
+    Every input is checked first; every file is written to a staging folder beside ``--out`` and moved over
     the previous bundle only once all steps have succeeded, so a failing step never leaves half a bundle.
     """
     config_path, steps = args.config, set(args.only)
     _, frame_shape, pair = check_inputs(args)
     out = Path(args.out)
-    made_out = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(STAGE_PREFIX + "*"):  # left by a run that was killed (kill -9) before it could clean up
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
-    try:
-        name = f"{Path(config_path).stem}.pth"
+    name = f"{Path(config_path).stem}.pth"
+    with staged_folder(out) as stage:
         if "checkpoint" in steps:
             export_checkpoint(args.checkpoint, config_path, stage / name, args.max_mb)
         if "media" in steps:
@@ -252,15 +244,6 @@ def bundle(args):
                                  for file in (name, "driving.mp4")}
             write_teaser(config_path, staged_or_bundled[name], args.data, stage, staged_or_bundled["driving.mp4"],
                          sources, args.fps, args.zoom, pick_device(args.device))
-        written = sorted(stage.iterdir())
-        for path in written:
-            os.replace(path, out / path.name)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if made_out and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    stage.rmdir()
     if "checkpoint" in steps:
         print(describe_checkpoint(out / name))
     if "media" in steps:

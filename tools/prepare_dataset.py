@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules live one folder up
     sys.path.insert(0, str(REPO_ROOT))
 
-from media import VIDEO_EXTENSIONS, probe_error, stream_video  # noqa: E402
+from media import VIDEO_EXTENSIONS, atomic_file, probe_error, stream_video  # noqa: E402
 
 
 class PrepareError(RuntimeError):
@@ -294,10 +294,8 @@ class VideoCutter:
 
 def write_json(path, data):
     """Write JSON through a temporary file and a rename, so an interrupted run never leaves half a marker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=1))
 
 
 def done_marker(opts, job):
@@ -680,10 +678,8 @@ def write_config_stub(base, target, root_dir, size, overwrite):
     try:
         if target.exists() and target.read_text() != text and not overwrite:
             return str(target), "kept the existing file (it differs; pass --overwrite-config to replace it)"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, target)
+        with atomic_file(target) as temporary:
+            temporary.write_text(text)
     except OSError as error:
         return None, f"not written: {target}: {error.strerror or error}"
     problem = stub_problem(text, target)
