@@ -67,9 +67,47 @@ def warp_keeping_layout(image, grid):
     return out.contiguous(memory_format=torch.channels_last)
 
 
-# Input maps from this many pixels on take the transposed form: measured faster on CPUs from 16x16 on; on
-# smaller maps the transposed kernel's re-layout on every call costs more than the multiply-adds it saves.
-TRANSPOSED_MIN_PIXELS = 256
+def gather_warp(image, grid):
+    """:func:`modules.util.warp` of a channels-last float32 ``image`` (B, C, H, W), computed as a weighted sum of
+    the four neighbouring pixels' channel vectors (``F.embedding_bag`` over the image's rows of C values), so its
+    result comes out channels-last (B, C, h, w) like the decoder's maps. For inference.
+
+    The numbers of ``grid_sample`` (bilinear, zeros outside, align_corners=False; the corner weights by the same
+    formulas) up to the order of the four terms' sum (tests/test_optimize.py). Measured on 2 threads, 4 frames: a 64-channel 256x256
+    map warped in 34 ms against 45, a 256-channel 64x64 one in 1.9 against 7.6; and the blend that reads it then
+    runs on one memory layout (24 ms against 53).
+    """
+    B, C, H, W = image.shape
+    _, h, w, _ = grid.shape
+    ix = ((grid[..., 0] + 1) * W - 1) / 2  # (B, h, w), pixel coordinates
+    iy = ((grid[..., 1] + 1) * H - 1) / 2
+    x0, y0 = ix.floor(), iy.floor()
+    x1, y1 = x0 + 1, y0 + 1
+    weights = torch.stack([(x1 - ix) * (y1 - iy), (ix - x0) * (y1 - iy),
+                           (x1 - ix) * (iy - y0), (ix - x0) * (iy - y0)], dim=-1)  # (B, h, w, 4): nw, ne, sw, se
+    xs, ys = torch.stack([x0, x1, x0, x1], dim=-1), torch.stack([y0, y0, y1, y1], dim=-1)  # (B, h, w, 4)
+    inside = (xs >= 0) & (xs <= W - 1) & (ys >= 0) & (ys <= H - 1)  # False for NaN too
+    weights = torch.where(inside, weights, 0)
+    index = torch.where(inside, ys * W + xs, 0).long()  # (B, h, w, 4), rows of one image
+    if image.stride(0) == 0:  # one image expanded over the batch (the source's features): one table
+        rows = image[:1].permute(0, 2, 3, 1).reshape(H * W, C)
+    else:
+        rows = image.permute(0, 2, 3, 1).reshape(B * H * W, C)
+        index += (torch.arange(B, device=index.device) * (H * W)).view(B, 1, 1, 1)
+    out = F.embedding_bag(index.view(-1, 4), rows, per_sample_weights=weights.view(-1, 4), mode="sum")  # (N, C)
+    return out.view(B, h, w, C).permute(0, 3, 1, 2)  # (B, C, h, w), channels-last
+
+
+def can_gather_warp(image):
+    """Whether :func:`gather_warp` applies: inference, a float32 channels-last image of more than one channel."""
+    return (not (image.requires_grad and torch.is_grad_enabled()) and image.dtype == torch.float32
+            and image.shape[1] > 1 and is_channels_last(image) and image.stride(1) == 1)
+
+
+# Input maps from this many pixels on take the transposed form: measured faster on CPUs from 8x8 on (a 1024- to
+# 256-channel one: 4.8 ms against 6.5 at batch 1, 14 against 23 at batch 4, 2 threads); on smaller maps the
+# transposed kernel's re-layout of its weights on every call costs more than the multiply-adds it saves.
+TRANSPOSED_MIN_PIXELS = 64
 
 
 def _sum_taps(weight, dim):
@@ -137,7 +175,15 @@ class FastSameBlock2d(SameBlock2d):
 
 
 class FastPixelwiseFlowPredictor(PixelwiseFlowPredictor):
-    """:class:`PixelwiseFlowPredictor` whose warps keep a channels-last source channels-last."""
+    """:class:`PixelwiseFlowPredictor` whose warps keep a channels-last source channels-last, and whose two
+    heads, when :func:`merge_heads` has joined them, run as one convolution."""
+
+    def heads(self, prediction):
+        merged = getattr(self, "merged_heads", None)
+        if merged is None:
+            return super().heads(prediction)
+        logits = merged(prediction)  # (B, K + 2, h, w): the mask's channels, then the occlusion's
+        return logits[:, :-1], logits[:, -1:]
 
     @staticmethod
     def create_deformed_source_image(source_image, sparse_motions):
@@ -152,11 +198,10 @@ class FastGenerator(Generator):
     """:class:`Generator` whose warped maps come out in the decoder's layout, and whose blend is one
     ``torch.lerp``, ``previous + occ (skip - previous)``: one pass over the maps instead of four.
 
-    In inference the warped skip stays as grid_sample writes it (contiguous) and the blend, which reads it once
-    anyway, writes channels-last: a 256x256 map of 64 channels is not copied to be re-laid out first (measured
-    35 ms of 120 for 4 frames on 2 cores). grid_sample itself reads channels-last sources faster (89 ms instead
-    of 250 there), so the source's features stay channels-last. Training keeps the re-layout (and its
-    gradient's), ``warp_keeping_layout``.
+    In float32 inference the channels-last source features are warped by :func:`gather_warp`, whose result is
+    channels-last; other inputs stay as grid_sample writes them (contiguous), and the blend, which reads them once
+    anyway, writes channels-last: a 256x256 map of 64 channels is not copied to be re-laid out first. Training
+    keeps the re-layout (and its gradient's), ``warp_keeping_layout``.
     """
 
     @staticmethod
@@ -164,6 +209,8 @@ class FastGenerator(Generator):
         flow = resize_flow(optical_flow, inp.shape[2:])  # (B, H, W, 2)
         if torch.is_grad_enabled():
             return warp_keeping_layout(inp, flow)  # (B, C, H, W)
+        if can_gather_warp(inp):
+            return gather_warp(inp, flow)  # (B, C, H, W), channels-last
         return F.grid_sample(inp, flow, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def apply_optical(self, input_previous=None, input_skip=None, motion_params=None):
@@ -177,6 +224,84 @@ class FastGenerator(Generator):
         dtype = torch.result_type(skip, previous)  # lerp does not promote (autocast mixes them)
         # The first operand's layout is the output's: channels-last like the decoder's maps.
         return torch.lerp(previous.to(dtype), skip.to(dtype), occlusion_map.to(dtype))
+
+
+class NarrowConv2d(nn.Module):
+    """A KxK convolution (stride 1, padding K // 2) with few output channels, such as the generator's final RGB
+    one, as one convolution by groups of rows: the same numbers up to float rounding, fewer multiply-adds.
+
+    oneDNN's CPU kernels compute output channels in blocks of ``CHANNEL_BLOCK`` (16 float32 lanes of AVX-512): 3
+    output channels cost as much as 16. So the kernel's K rows are split into G groups of r rows (G r >= K, G O <=
+    16; 4 groups of 2 rows for a 7x7 kernel and 3 channels), convolved as one r x K convolution with the groups'
+    outputs side by side, and the groups' maps summed, each shifted by its first row:
+    ``out(y) = sum_g Q_g(y + g r)``. A 7x7 convolution to 3 channels then does 2/7 of the work of a 16-channel one.
+    """
+
+    CHANNEL_BLOCK = 16
+
+    def __init__(self, conv):
+        super().__init__()
+        if not self.supports(conv):
+            raise ValueError(f"NarrowConv2d needs an odd KxK, stride-1 convolution with K // 2 padding and at most "
+                             f"{self.CHANNEL_BLOCK // 2} output channels, got {conv}")
+        K, O = conv.kernel_size[0], conv.out_channels
+        groups = min(K, self.CHANNEL_BLOCK // O)
+        self.rows = -(-K // groups)  # r, rows per group
+        self.groups = -(-K // self.rows)  # G
+        self.conv = conv
+        weight = conv.weight.detach()
+        # (G r, O, I, K): the kernel's rows, zero rows past K; then (G O, I, r, K), group g holding rows g r ...
+        rows = torch.cat([weight, weight.new_zeros(O, weight.shape[1], self.groups * self.rows - K, K)], dim=2)
+        grouped = rows.view(O, -1, self.groups, self.rows, K).permute(2, 0, 1, 3, 4)
+        self.weight = grouped.reshape(self.groups * O, -1, self.rows, K).contiguous(
+            memory_format=torch.channels_last if is_channels_last(weight) else torch.contiguous_format)
+
+    @classmethod
+    def supports(cls, conv):
+        K = conv.kernel_size[0]
+        return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (K, K) and K % 2 == 1 and K > 1
+                and conv.stride == (1, 1) and conv.padding == (K // 2, K // 2) and conv.dilation == (1, 1)
+                and conv.groups == 1 and conv.padding_mode == "zeros" and 2 * conv.out_channels <= cls.CHANNEL_BLOCK)
+
+    def forward(self, x):
+        B, _, H, W = x.shape
+        K, O, r = self.conv.kernel_size[0], self.conv.out_channels, self.rows
+        p = K // 2
+        padded = F.pad(x, (p, p, p, p + self.groups * r - K))  # (B, I, H + G r - 1, W + K - 1)
+        q = F.conv2d(padded, self.weight)  # (B, G O, H + (G - 1) r, W)
+        out = q[:, :O, :H] + (self.conv.bias.view(1, O, 1, 1) if self.conv.bias is not None else 0)
+        for g in range(1, self.groups):
+            out += q[:, g * O:(g + 1) * O, g * r:g * r + H]
+        return out  # (B, O, H, W)
+
+
+@torch.no_grad()
+def merge_heads(module):
+    """Give each flow predictor with an occlusion head one convolution computing both heads (the same input, the
+    same 7x7 kernel size): one pass, and one kernel call whose output channels fill a block. In place; returns
+    ``module``."""
+    for block in module.modules():
+        if isinstance(block, FastPixelwiseFlowPredictor) and block.occlusion is not None:
+            mask, occlusion = block.mask, block.occlusion
+            if (mask.kernel_size, mask.padding, mask.stride) != (occlusion.kernel_size, occlusion.padding,
+                                                                 occlusion.stride):
+                continue
+            merged = nn.Conv2d(mask.in_channels, mask.out_channels + occlusion.out_channels, mask.kernel_size,
+                               padding=mask.padding).to(mask.weight.device, mask.weight.dtype)
+            merged.weight.copy_(torch.cat([mask.weight, occlusion.weight]))
+            merged.bias.copy_(torch.cat([mask.bias, occlusion.bias]))
+            merged.requires_grad_(False)
+            block.merged_heads = merged
+    return module
+
+
+def use_narrow_convolutions(module):
+    """Replace, in place, the generator's final convolution by a :class:`NarrowConv2d` over it where it can;
+    returns ``module``."""
+    for block in module.modules():
+        if isinstance(block, Generator) and NarrowConv2d.supports(block.final):
+            block.final = NarrowConv2d(block.final)
+    return module
 
 
 # Each block and network of the method -> its fast twin: a subclass with the same attributes, so swapping the
@@ -250,16 +375,18 @@ def optimize_for_inference(module, channels_last=True, winograd=False):
     Feed it channels-last inputs when ``channels_last`` (``x.contiguous(memory_format=torch.channels_last)``).
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    module = use_fast_paths(fold_batch_norms(_shallow_copy(module).eval(), memory_format))
+    module = merge_heads(use_fast_paths(fold_batch_norms(_shallow_copy(module).eval(), memory_format)))
     if winograd:
         use_winograd(module)
+        use_narrow_convolutions(module)
     return module.to(memory_format=memory_format) if channels_last else module
 
 
 def use_winograd(module, min_channels=64):
     """Replace, in place, each 3x3 stride-1 convolution of a residual, down or same block with ``min_channels``
     inputs or more by a :class:`WinogradConv2d` over it (fewer inputs leave the products too small to gain; up
-    blocks have their transposed form); returns ``module``."""
+    blocks have their transposed form, which at 2 threads was as fast as Winograd on the up-sampled map's
+    phases); returns ``module``."""
     for block in list(module.modules()):
         if isinstance(block, (ResBlock2d, DownBlock2d, SameBlock2d)):
             for name, conv in list(block.named_children()):

@@ -115,9 +115,15 @@ class PixelwiseFlowPredictor(nn.Module):
             predictor_input = heatmap  # (B, K + 1, 1, h, w)
         prediction = self.hourglass(predictor_input.view(B, -1, h, w))  # (B, F, h, w)
 
-        mask = F.softmax(self.mask(prediction), dim=1)  # (B, K + 1, h, w)
+        mask_logits, occlusion_logits = self.heads(prediction)
+        mask = F.softmax(mask_logits, dim=1)  # (B, K + 1, h, w)
         optical_flow = (sparse_motion * mask.unsqueeze(-1)).sum(dim=1)  # (B, h, w, 2)
         out = {"optical_flow": optical_flow, "mask": mask, "deformed_source": deformed_source}
-        if self.occlusion is not None:
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction))  # (B, 1, h, w)
+        if occlusion_logits is not None:
+            out["occlusion_map"] = torch.sigmoid(occlusion_logits)  # (B, 1, h, w)
         return out
+
+    def heads(self, prediction):
+        """The mask logits (B, K + 1, h, w) and the occlusion logits (B, 1, h, w), or None, from the hourglass's
+        output."""
+        return self.mask(prediction), self.occlusion(prediction) if self.occlusion is not None else None

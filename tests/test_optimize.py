@@ -87,8 +87,14 @@ def test_inference_copy_leaves_the_module_as_it_was():
         assert torch.equal(value, before[key][0]) and value.stride() == before[key][1], key
 
 
+@pytest.mark.parametrize("winograd_from_tiles", [None, 1])
 @pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
-def test_optimised_animator_matches_the_straightforward_one(mode):
+def test_optimised_animator_matches_the_straightforward_one(mode, winograd_from_tiles, monkeypatch):
+    """The CPU's optimised generator (folded norms, transposed up-sampling, merged heads, the narrow final
+    convolution, gathered warps) as it is, and with Winograd convolutions on the tiny model's maps too."""
+    if winograd_from_tiles is not None:
+        from modules.winograd import WinogradConv2d
+        monkeypatch.setattr(WinogradConv2d, "MIN_TILES", winograd_from_tiles)
     models = build()
     networks = models["generator"], models["region_predictor"], models["avd_network"]
     source, driving = images(1, 0), images(3, 1)
@@ -224,15 +230,89 @@ def test_inference_warps_are_blended_without_a_layout_copy():
     assert out["prediction"].is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("batch,size", [(1, 64), (3, 64), (2, 96), (2, 66), (2, 32)])
+@pytest.mark.parametrize("batch,height,width", [(1, 64, 64), (3, 64, 64), (2, 96, 96), (2, 66, 70), (1, 30, 41),
+                                                (2, 16, 16)])
 @torch.no_grad()
-def test_winograd_convolution_equals_the_direct_one(batch, size):
-    """F(2x2, 3x3) on every image of a batch at once, in row chunks at 96x96; 66x66 (33 tiles a row: no chunk of a
-    multiple of 16 tiles) and 32x32 (under the size it pays from) go to the direct convolution."""
+def test_winograd_convolution_equals_the_direct_one(batch, height, width):
+    """F(4x4, 3x3) image by image, in chunks of tile rows at 96x96; sizes that are no multiple of 4 padded and
+    cropped; 16x16 (16 tiles, under the size it pays from) goes to the direct convolution."""
     from modules.winograd import WinogradConv2d
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(64, 24, 3, padding=1).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 64, size, size).contiguous(memory_format=torch.channels_last)
-    out = WinogradConv2d(conv)(x)
-    assert out.shape == (batch, 24, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 64, height, width).contiguous(memory_format=torch.channels_last)
+    winograd = WinogradConv2d(conv)
+    out = winograd(x)
+    assert out.shape == (batch, 24, height, width) and out.is_contiguous(memory_format=torch.channels_last)
     assert (out - conv(x)).abs().max() <= TOLERANCE
+    assert (winograd.weights is None) == (height * width < 64 * 16)
+    plain = x.contiguous()  # not channels-last: the direct convolution
+    assert torch.equal(winograd(plain), conv(plain))
+
+
+def test_winograd_kernel_transform_reproduces_a_single_tap():
+    """A kernel with one tap at (i, j) shifts the input: F(4x4, 3x3) must give exactly that shift, bias added."""
+    from modules.winograd import WinogradConv2d
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    for i in range(3):
+        for j in range(3):
+            conv = torch.nn.Conv2d(3, 3, 3, padding=1).double()
+            with torch.no_grad():
+                conv.weight.zero_()
+                conv.weight[range(3), range(3), i, j] = 1
+                conv.bias.fill_(0.5)
+            winograd = WinogradConv2d(conv)
+            winograd.MIN_TILES = 1
+            expected = F.pad(x, (1, 1, 1, 1))[:, :, i:i + 8, j:j + 8] + 0.5
+            assert torch.allclose(winograd(x), expected, atol=1e-12), (i, j)
+
+
+@pytest.mark.parametrize("expanded", [True, False])
+@pytest.mark.parametrize("channels", [2, 16])
+@torch.no_grad()
+def test_gather_warp_equals_grid_sample(expanded, channels):
+    """Bilinear, zeros outside (grids reaching past the border), align_corners=False; one image expanded over
+    the batch (the source's features) or a batch of images; NaN coordinates give zeros instead of an index."""
+    from modules.optimize import can_gather_warp, gather_warp
+    torch.manual_seed(0)
+    image = torch.randn(1 if expanded else 3, channels, 9, 13).contiguous(memory_format=torch.channels_last)
+    image = image.expand(3, -1, -1, -1) if expanded else image
+    grid = torch.rand(3, 7, 11, 2) * 2.4 - 1.2
+    assert can_gather_warp(image)
+    out = gather_warp(image, grid)
+    expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - expected).abs().max() <= 1e-5  # the order of the four terms' sum may differ
+    grid[0, 0, 0] = float("nan")
+    assert torch.isfinite(gather_warp(image, grid)).all()
+    assert not can_gather_warp(image.contiguous()) and not can_gather_warp(image.double())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("out_channels,kernel", [(3, 7), (1, 7), (8, 5), (2, 3)])
+@torch.no_grad()
+def test_narrow_convolution_equals_the_direct_one(out_channels, kernel, channels_last):
+    """Rows in groups, the groups' maps shifted and summed (4 groups of 2 rows for 7x7 to 3 channels)."""
+    from modules.optimize import NarrowConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, out_channels, kernel, padding=kernel // 2)
+    x = torch.randn(2, 6, 11, 14)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    narrow = NarrowConv2d(conv)
+    assert narrow.groups * narrow.rows >= kernel and narrow.groups * out_channels <= NarrowConv2d.CHANNEL_BLOCK
+    assert (narrow(x) - conv(x)).abs().max() <= 1e-5
+    assert not NarrowConv2d.supports(torch.nn.Conv2d(6, 9, 7, padding=3))  # too many channels to gain
+    assert not NarrowConv2d.supports(torch.nn.Conv2d(6, 3, 7, padding=0))
+
+
+@torch.no_grad()
+def test_flow_predictor_heads_merged_give_both_outputs():
+    from modules.optimize import FastPixelwiseFlowPredictor, merge_heads
+    predictor = copy.deepcopy(build()["generator"].pixelwise_flow_predictor)
+    prediction = torch.randn(2, predictor.mask.in_channels, 16, 16)
+    mask, occlusion = predictor.heads(prediction)
+    use_fast_paths(predictor)
+    merge_heads(predictor)
+    assert isinstance(predictor, FastPixelwiseFlowPredictor) and predictor.merged_heads.out_channels == mask.shape[1] + 1
+    merged_mask, merged_occlusion = predictor.heads(prediction)
+    assert (merged_mask - mask).abs().max() <= 1e-5 and (merged_occlusion - occlusion).abs().max() <= 1e-5
