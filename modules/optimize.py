@@ -1,8 +1,10 @@
 """Faster forms of the networks that compute the same numbers (float rounding aside).
 
 - :func:`optimize_for_inference`: an eval-mode copy with every batch norm that follows a convolution folded into
-  it, nearest up-sampling + 3x3 convolution as one stride-2 transposed convolution, channels-last weights and,
-  on CPUs, Winograd 3x3 convolutions.
+  it, nearest up-sampling + 3x3 convolution as one stride-2 transposed convolution, the flow predictor's two heads
+  as one convolution, channels-last weights and, for float32 on CPUs, Winograd 3x3 convolutions, the final RGB
+  convolution by groups of rows (:class:`NarrowConv2d`) and warps that keep channels-last maps channels-last
+  (:func:`gather_warp`).
 - :func:`optimize_for_training`: the transposed up-sampling, in-place activations, the fused blend and
   channels-last weights, in place (batch norms keep their batch statistics, so they stay).
 
@@ -368,9 +370,10 @@ def _shallow_copy(module):
 
 
 def optimize_for_inference(module, channels_last=True, winograd=False):
-    """An eval-mode copy of ``module``, batch norms folded, up-sampling transposed, optionally channels-last and
-    with its 3x3 convolutions of 64 input channels or more by Winograd's F(2x2, 3x3) (``modules/winograd.py``:
-    for CPUs; cuDNN picks its own algorithms).
+    """An eval-mode copy of ``module``, batch norms folded, up-sampling transposed, heads merged, optionally
+    channels-last and, with ``winograd`` (CPUs; cuDNN picks its own algorithms), its 3x3 convolutions of 64 input
+    channels or more by Winograd's F(m x m, 3x3) (``modules/winograd.py``) and its final convolution as a
+    :class:`NarrowConv2d`.
 
     Feed it channels-last inputs when ``channels_last`` (``x.contiguous(memory_format=torch.channels_last)``).
     """

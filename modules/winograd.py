@@ -1,57 +1,80 @@
-"""3x3 convolutions by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+"""3x3 convolutions by Winograd's minimal filtering F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
 Neural Networks", CVPR 2016), for CPU inference.
 
-Each 4x4 tile of output takes 36 multiplies per input/output channel pair instead of 144:
+Each m x m tile of output takes (m + 2)^2 multiplies per input/output channel pair instead of 9 m^2:
 
-    Y = A^T [ (G g G^T) * (B^T d B) ] A       (g the 3x3 kernel, d the 6x6 input patch, * element-wise)
+    Y = A^T [ (G g G^T) * (B^T d B) ] A       (g the 3x3 kernel, d the (m+2)x(m+2) input patch, * element-wise)
 
-with the interpolation points 0, 1, -1, 2, -2 and infinity. The 36 element-wise products, summed over input channels,
-are 36 matrix products (tiles x C) @ (C x O): one batched matrix product. The transforms are matrix products too:
-the 6x6 patches of a chunk of tiles are gathered once, then B^T is applied along rows and along columns as two
-small products over the whole chunk, and A^T likewise on the way out; a chunk of one image's tiles at a time keeps
-the transformed tiles in cache. Elementwise tensor arithmetic, by contrast, passes over memory once per term.
+F(6x6, 3x3) (points 0, +-1, +-2, +-1/2, infinity) takes 64 multiplies for 36 outputs, 5.1x fewer than direct;
+F(4x4, 3x3) (points 0, +-1, +-2, infinity) 36 for 16, 4x fewer, and rounds less. The (m + 2)^2 element-wise
+products, summed over input channels, are as many matrix products (tiles x C) @ (C x O): one batched matrix
+product. The transforms are matrix products too: the patches of a chunk of tiles are gathered once, then B^T is
+applied along rows and along columns as two small products over the whole chunk, and A^T likewise on the way
+out; a chunk of one image's tiles at a time keeps the transformed tiles in cache. (Elementwise tensor arithmetic
+passes over memory once per term: the F(2x2, 3x3) this replaced spent as long on its transforms as on its
+products, and at batch 4 was slower than oneDNN's direct kernel.)
 
-The numbers are those of the direct convolution up to float rounding (float32: about 1e-5 on outputs of order 1,
-``tests/test_optimize.py``); the kernel transform is computed in float64 and rounded once.
-
-Measured on a 2-core AMD EPYC (1 thread, float32): a 256-channel 3x3 convolution of a 64x64 map in 22 ms instead of
-42 ms (oneDNN's direct kernel).
+The numbers are those of the direct convolution up to float rounding (``tests/test_optimize.py``); the kernel
+transform is computed in float64 and rounded once. Measured on a 2-core AMD EPYC (2 threads, float32, 256 channels,
+batch 4, random weights): a 64x64 map in 41 ms (F(6x6)) and 45 ms (F(4x4)) against 83 ms for oneDNN's direct
+kernel, a 96x96 one in 87 and 101 against 189; the largest difference from float64 was 4.0e-5 (F(6x6)), 2.3e-5
+(F(4x4)) and 7.7e-6 (direct) on outputs up to 3.1. Through the whole vox256 generator (random weights) the frames
+moved by 2.7e-5 from the plain network's either way.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# F(4x4, 3x3) at the points (0, 1, -1, 2, -2, infinity): B^T (input), G (kernel), A^T (output).
-_BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
-       (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
-_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
-      (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
-_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+# B^T (input), G (kernel) and A^T (output) of F(m x m, 3x3), by output tile size m.
+TRANSFORMS = {
+    4: (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
+    6: (((1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0), (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
+         (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0), (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
+         (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0), (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
+         (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0), (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1)),
+        ((1, 0, 0), (-2 / 9, -2 / 9, -2 / 9), (-2 / 9, 2 / 9, -2 / 9), (1 / 90, 1 / 45, 2 / 45),
+         (1 / 90, -1 / 45, 2 / 45), (32 / 45, 16 / 45, 8 / 45), (32 / 45, -16 / 45, 8 / 45), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0), (0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0),
+         (0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0), (0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0),
+         (0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1))),
+}
 
 
-def winograd_weights(weight):
-    """(O, I, 3, 3) kernels -> (36, I, O) transformed kernels G g G^T, product index 6a + b, computed in float64."""
-    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)  # (6, 3)
-    u = g @ weight.detach().double() @ g.T  # (O, I, 6, 6)
-    return u.permute(2, 3, 1, 0).reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+def winograd_weights(weight, tile):
+    """(O, I, 3, 3) kernels -> ((m + 2)^2, I, O) transformed kernels G g G^T, product index (m + 2) a + b, computed
+    in float64 as one product by G (x) G: 4 ms for 256 x 256 kernels, where G g G^T kernel by kernel took 20."""
+    g = torch.tensor(TRANSFORMS[tile][1], dtype=torch.float64, device=weight.device)  # (m + 2, 3)
+    O, I = weight.shape[:2]
+    taps = weight.detach().double().permute(2, 3, 1, 0).reshape(9, I * O)  # (9, I O), tap 3k + l
+    return (torch.kron(g, g) @ taps).view(-1, I, O).to(weight.dtype)
 
 
 class WinogradConv2d(nn.Module):
-    """``conv`` (3x3, stride 1, padding 1) by F(4x4, 3x3) on channels-last maps of at least ``MIN_TILES`` tiles an
-    image; any other input goes to ``conv`` itself. Inference only: the kernels are transformed at the first
-    input that needs them (most deep, wide convolutions only ever see small maps).
+    """``conv`` (3x3, stride 1, padding 1) by F(m x m, 3x3) on channels-last maps of at least ``MIN_PIXELS`` an
+    image; any other input goes to ``conv`` itself. The tile side m is ``tile``, or by default 6 on maps of
+    ``LARGE_PIXELS`` or more and 4 below (measured: 32x32 maps of 128 or 256 channels 7.3 and 12.1 ms with F(4x4),
+    8.0 and 12.4 with F(6x6), whose 6x6 tiles overhang a 32x32 map by 12%). Inference only: the kernels are
+    transformed at the first input that needs them (most deep, wide convolutions only ever see small maps).
     """
 
-    MIN_TILES = 64  # 32x32 maps: a 256-channel one measured 2x faster than the direct kernel; smaller maps are
+    MIN_PIXELS = 32 * 32  # a 256-channel 32x32 map measured 1.75x faster than the direct kernel; smaller maps are
     # left to oneDNN, whose kernels there are limited by reading the weights, not by multiply-adds
-    CHUNK_TILES = 256  # tiles transformed and multiplied at a time (one 64x64 image; a 96x96 one in 3 chunks)
+    LARGE_PIXELS = 64 * 64
+    CHUNK_TILES = 256  # tiles transformed and multiplied at a time (about a 64x64 image; larger ones in chunks
+    # of rows: measured fastest at 64x64 and 96x96, where whole 96x96 images were 2x slower)
 
-    def __init__(self, conv):
+    def __init__(self, conv, tile=None):
         super().__init__()
         if not self.supports(conv):
-            raise ValueError(f"Winograd F(4x4, 3x3) needs a 3x3, stride-1, padding-1 convolution, got {conv}")
-        self.conv = conv
-        self.weights = None  # (36, I, O) and (O,)
+            raise ValueError(f"Winograd F(m x m, 3x3) needs a 3x3, stride-1, padding-1 convolution, got {conv}")
+        if tile is not None and tile not in TRANSFORMS:
+            raise ValueError(f"no Winograd transforms for {tile}x{tile} tiles: use one of {sorted(TRANSFORMS)}")
+        self.conv, self.tile = conv, tile
+        self.weights = {}  # tile side -> ((m + 2)^2, I, O) transformed kernels, and the bias (O,)
 
     @staticmethod
     def supports(conv):
@@ -60,49 +83,56 @@ class WinogradConv2d(nn.Module):
                 and conv.padding_mode == "zeros")
 
     def accepts(self, x):
-        """Whether ``x`` (B, C, H, W) is convolved by Winograd: channels-last, with enough tiles."""
-        H, W = x.shape[-2:]
-        return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 and -(-H // 4) * -(-W // 4) >= self.MIN_TILES
+        """Whether ``x`` (B, C, H, W) is convolved by Winograd: channels-last, large enough."""
+        return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 and x.shape[2] * x.shape[3] >= self.MIN_PIXELS
 
-    def transformed_weights(self):
-        if self.weights is None:
+    def tile_for(self, height, width):
+        if self.tile is not None:
+            return self.tile
+        return 6 if height * width >= self.LARGE_PIXELS else 4
+
+    def transformed_weights(self, tile):
+        if tile not in self.weights:
             bias = self.conv.bias
-            self.weights = (winograd_weights(self.conv.weight),
-                            bias.detach() if bias is not None else self.conv.weight.new_zeros(self.conv.out_channels))
-        return self.weights
+            self.weights[tile] = (winograd_weights(self.conv.weight, tile), bias.detach() if bias is not None
+                                  else self.conv.weight.new_zeros(self.conv.out_channels))
+        return self.weights[tile]
 
     def forward(self, x):
         if not self.accepts(x):
             return self.conv(x)
         B, C, H, W = x.shape
-        h, w = -(-H // 4), -(-W // 4)  # tiles; a ragged edge is padded with zeros and its outputs cropped
-        u, bias = self.transformed_weights()
-        padded = x.new_empty(B, 4 * h + 2, 4 * w + 2, C)  # NHWC, zero borders: F.pad would fill it all first
+        m = self.tile_for(H, W)
+        h, w = -(-H // m), -(-W // m)  # tiles; a ragged edge is padded with zeros and its outputs cropped
+        u, bias = self.transformed_weights(m)
+        padded = x.new_empty(B, m * h + 2, m * w + 2, C)  # NHWC, zero borders: F.pad would fill it all first
         padded[:, 1:H + 1, 1:W + 1] = x.permute(0, 2, 3, 1)
         for border in (padded[:, :1], padded[:, H + 1:], padded[:, :, :1], padded[:, :, W + 1:]):
             border.zero_()
-        out = x.new_empty(B, h, 4, w, 4, self.conv.out_channels)  # tile rows and columns
-        chunks = -(-h * w // self.CHUNK_TILES)
-        rows = -(-h // chunks)  # tile rows a chunk: chunks of even size
-        for b in range(B):
-            for i in range(0, h, rows):
-                self._tiles(padded[b, 4 * i:4 * (i + rows) + 2], u, bias, out[b, i:i + rows])
-        out = out.view(B, 4 * h, 4 * w, -1)  # (B, 4h, 4w, O), NHWC
-        if 4 * h != H or 4 * w != W:
+        out = x.new_empty(B, h, m, w, m, self.conv.out_channels)  # tile rows and columns
+        if h * w <= self.CHUNK_TILES:  # whole images a chunk
+            images = self.CHUNK_TILES // (h * w)
+            for b in range(0, B, images):
+                self._tiles(padded[b:b + images], u, bias, out[b:b + images])
+        else:  # rows of one image a chunk, chunks of even size
+            rows = -(-h // -(-h * w // self.CHUNK_TILES))
+            for b in range(B):
+                for i in range(0, h, rows):
+                    self._tiles(padded[b:b + 1, m * i:m * (i + rows) + 2], u, bias, out[b:b + 1, i:i + rows])
+        out = out.view(B, m * h, m * w, -1)  # (B, m h, m w, O), NHWC
+        if m * h != H or m * w != W:
             out = out[:, :H, :W].contiguous()
         return out.permute(0, 3, 1, 2)  # (B, O, H, W), channels-last
 
-    @staticmethod
-    def _tiles(patch, u, bias, out):
-        """Convolve ``patch`` (4r + 2, 4w + 2, C) into ``out`` (r, 4, w, 4, O) by F(4x4, 3x3)."""
-        r, _, w, _, O = out.shape
-        C = patch.shape[-1]
-        T = r * w
-        bt = torch.tensor(_BT, dtype=patch.dtype, device=patch.device)  # (6, 6)
-        at = torch.tensor(_AT, dtype=patch.dtype, device=patch.device)  # (4, 6)
-        d = patch.new_empty(6, 6, r, w, C)  # the 6x6 patches of the tiles, gathered
-        d.copy_(patch.unfold(0, 6, 4).unfold(1, 6, 4).permute(3, 4, 0, 1, 2))
-        v = torch.matmul(bt, torch.matmul(bt, d.view(6, -1)).view(6, 6, -1))  # (6, 6, T C): B^T d B
-        m = torch.bmm(v.view(36, T, C), u)  # (36, T, O): the products, summed over input channels
-        y = torch.matmul(at, torch.matmul(at, m.view(6, -1)).view(4, 6, -1))  # (4, 4, T O): A^T m A
-        torch.add(y.view(4, 4, r, w, O).permute(2, 0, 3, 1, 4), bias, out=out)
+    def _tiles(self, patch, u, bias, out):
+        """Convolve ``patch`` (n, m r + 2, m w + 2, C) into ``out`` (n, r, m, w, m, O)."""
+        n, r, m, w, _, O = out.shape
+        a = m + 2  # the patches' side
+        C, T = patch.shape[-1], n * r * w
+        bt, _, at = (torch.tensor(t, dtype=patch.dtype, device=patch.device) for t in TRANSFORMS[m])
+        d = patch.new_empty(a, a, n, r, w, C)  # the tiles' patches, gathered
+        d.copy_(patch.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))
+        v = torch.matmul(bt, torch.matmul(bt, d.view(a, -1)).view(a, a, -1))  # (a, a, T C): B^T d B
+        products = torch.bmm(v.view(a * a, T, C), u)  # (a a, T, O), summed over input channels
+        y = torch.matmul(at, torch.matmul(at, products.view(a, -1)).view(m, a, -1))  # (m, m, T O): A^T M A
+        torch.add(y.view(m, m, n, r, w, O).permute(2, 3, 0, 4, 1, 5), bias, out=out)

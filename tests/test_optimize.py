@@ -87,14 +87,14 @@ def test_inference_copy_leaves_the_module_as_it_was():
         assert torch.equal(value, before[key][0]) and value.stride() == before[key][1], key
 
 
-@pytest.mark.parametrize("winograd_from_tiles", [None, 1])
+@pytest.mark.parametrize("winograd_from_pixels", [None, 1])
 @pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
-def test_optimised_animator_matches_the_straightforward_one(mode, winograd_from_tiles, monkeypatch):
+def test_optimised_animator_matches_the_straightforward_one(mode, winograd_from_pixels, monkeypatch):
     """The CPU's optimised generator (folded norms, transposed up-sampling, merged heads, the narrow final
     convolution, gathered warps) as it is, and with Winograd convolutions on the tiny model's maps too."""
-    if winograd_from_tiles is not None:
+    if winograd_from_pixels is not None:
         from modules.winograd import WinogradConv2d
-        monkeypatch.setattr(WinogradConv2d, "MIN_TILES", winograd_from_tiles)
+        monkeypatch.setattr(WinogradConv2d, "MIN_PIXELS", winograd_from_pixels)
     models = build()
     networks = models["generator"], models["region_predictor"], models["avd_network"]
     source, driving = images(1, 0), images(3, 1)
@@ -230,29 +230,32 @@ def test_inference_warps_are_blended_without_a_layout_copy():
     assert out["prediction"].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("tile", [4, 6, None])
 @pytest.mark.parametrize("batch,height,width", [(1, 64, 64), (3, 64, 64), (2, 96, 96), (2, 66, 70), (1, 30, 41),
-                                                (2, 16, 16)])
+                                                (5, 32, 32), (2, 16, 16)])
 @torch.no_grad()
-def test_winograd_convolution_equals_the_direct_one(batch, height, width):
-    """F(4x4, 3x3) image by image, in chunks of tile rows at 96x96; sizes that are no multiple of 4 padded and
-    cropped; 16x16 (16 tiles, under the size it pays from) goes to the direct convolution."""
+def test_winograd_convolution_equals_the_direct_one(batch, height, width, tile):
+    """F(m x m, 3x3) by images (several a chunk at 32x32), by chunks of tile rows at 96x96; sizes that are no
+    multiple of the tile padded and cropped; 16x16 (under the size it pays from) goes to the direct convolution."""
     from modules.winograd import WinogradConv2d
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(64, 24, 3, padding=1).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 64, height, width).contiguous(memory_format=torch.channels_last)
-    winograd = WinogradConv2d(conv)
+    winograd = WinogradConv2d(conv, tile)
     out = winograd(x)
     assert out.shape == (batch, 24, height, width) and out.is_contiguous(memory_format=torch.channels_last)
     assert (out - conv(x)).abs().max() <= TOLERANCE
-    assert (winograd.weights is None) == (height * width < 64 * 16)
+    assert (not winograd.weights) == (height * width < WinogradConv2d.MIN_PIXELS)
     plain = x.contiguous()  # not channels-last: the direct convolution
     assert torch.equal(winograd(plain), conv(plain))
 
 
-def test_winograd_kernel_transform_reproduces_a_single_tap():
-    """A kernel with one tap at (i, j) shifts the input: F(4x4, 3x3) must give exactly that shift, bias added."""
+@pytest.mark.parametrize("tile", [4, 6])
+def test_winograd_transforms_reproduce_every_single_tap(tile):
+    """A kernel with one tap at (i, j) shifts the input: F(m x m, 3x3) must give exactly that shift, bias added
+    (in float64, so the transforms' own rounding stays far below the tolerance)."""
     from modules.winograd import WinogradConv2d
-    x = torch.randn(1, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 13, 12, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     for i in range(3):
         for j in range(3):
             conv = torch.nn.Conv2d(3, 3, 3, padding=1).double()
@@ -260,10 +263,12 @@ def test_winograd_kernel_transform_reproduces_a_single_tap():
                 conv.weight.zero_()
                 conv.weight[range(3), range(3), i, j] = 1
                 conv.bias.fill_(0.5)
-            winograd = WinogradConv2d(conv)
-            winograd.MIN_TILES = 1
-            expected = F.pad(x, (1, 1, 1, 1))[:, :, i:i + 8, j:j + 8] + 0.5
+            winograd = WinogradConv2d(conv, tile)
+            winograd.MIN_PIXELS = 1
+            expected = F.pad(x, (1, 1, 1, 1))[:, :, i:i + 13, j:j + 12] + 0.5
             assert torch.allclose(winograd(x), expected, atol=1e-12), (i, j)
+    with pytest.raises(ValueError, match="tiles"):
+        WinogradConv2d(conv, 5)
 
 
 @pytest.mark.parametrize("expanded", [True, False])
