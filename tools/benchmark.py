@@ -220,10 +220,12 @@ def per_frame_flops(animate, frames):
     return two - one, 2 * one - two
 
 
-def best_batch_size(ours, frames, batch_sizes):
-    """Seconds per frame of ``ours`` at each batch size (one run each after a warm-up) and the fastest size."""
+def best_batch_size(ours, frames, batch_sizes, rounds=2):
+    """Seconds per frame of ``ours`` at each batch size (the best of ``rounds`` interleaved runs after a warm-up;
+    a single run picked a slower size when the machine was briefly busy) and the fastest size."""
     ours(frames[:2], batch_sizes[0])  # warm-up: first calls allocate and pick kernels
-    by_batch = {b: interleaved({b: lambda b=b: ours(frames, b)}, 1)[b][0] / len(frames) for b in batch_sizes}
+    times = interleaved({b: lambda b=b: ours(frames, b) for b in batch_sizes}, rounds)
+    by_batch = {b: min(seconds) / len(frames) for b, seconds in times.items()}
     return by_batch, min(by_batch, key=by_batch.get)
 
 
