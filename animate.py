@@ -13,7 +13,8 @@ from frames_dataset import PairedDataset
 from errors import signals_as_interrupts
 from inference import load_into
 from media import VideoWriter, iter_video_frames, staged_folder, strip_extension, write_image
-from modules.optimize import optimize_for_inference, wants_channels_last, wants_winograd
+from modules.optimize import (optimize_for_inference, wants_channels_last, wants_narrow_convolutions,
+                              wants_winograd)
 from modules.util import as_float32, float32_geometry, inverse
 from visualizer import Visualizer
 
@@ -124,8 +125,8 @@ class Animator:
         source_image: (1, C, H, W) in [0, 1], on the models' device.
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
         optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference`` (same numbers
-            up to float rounding; channels-last and Winograd convolutions where ``wants_channels_last`` and
-            ``wants_winograd`` say they help). The region predictor
+            up to float rounding; channels-last, Winograd and narrow convolutions where ``wants_channels_last``,
+            ``wants_winograd`` and ``wants_narrow_convolutions`` say they help). The region predictor
             is left as it is: its outputs feed inverses of nearly singular affines (AVD's especially), where a
             last-bit difference grows a thousandfold, and it costs a few percent of a frame.
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
@@ -143,7 +144,8 @@ class Animator:
         self.channels_last = optimize and wants_channels_last(source_image.device, precision)
         if optimize:
             generator = optimize_for_inference(generator, self.channels_last,
-                                               winograd=wants_winograd(source_image.device, precision))
+                                               winograd=wants_winograd(source_image.device, precision),
+                                               narrow=wants_narrow_convolutions(source_image.device))
         if compile:
             backend = compile if isinstance(compile, str) else "inductor"
             generator, region_predictor = (torch.compile(m, backend=backend) for m in (generator, region_predictor))

@@ -2,9 +2,9 @@
 
 - :func:`optimize_for_inference`: an eval-mode copy with every batch norm that follows a convolution folded into
   it, nearest up-sampling + 3x3 convolution as one stride-2 transposed convolution, the flow predictor's two heads
-  as one convolution, channels-last weights and, for float32 on CPUs, Winograd 3x3 convolutions, the final RGB
-  convolution by groups of rows (:class:`NarrowConv2d`) and warps that keep channels-last maps channels-last
-  (:func:`gather_warp`).
+  as one convolution, channels-last weights and, on CPUs, the final RGB convolution by groups of rows
+  (:class:`NarrowConv2d`) and, for float32, Winograd 3x3 convolutions and warps that keep channels-last maps
+  channels-last (:func:`gather_warp`).
 - :func:`optimize_for_training`: the transposed up-sampling, in-place activations, the fused blend and
   channels-last weights, in place (batch norms keep their batch statistics, so they stay).
 
@@ -37,6 +37,12 @@ def wants_channels_last(device, precision="fp32"):
 def wants_winograd(device, precision="fp32"):
     """Winograd convolutions where they were measured to help: float32 on CPUs."""
     return torch.device(device).type == "cpu" and precision == "fp32"
+
+
+def wants_narrow_convolutions(device):
+    """:class:`NarrowConv2d` where it was measured to help: on CPUs, in float32 (a 7x7 convolution to RGB of 4
+    256x256 maps in 49 ms against 118) and bf16 (39 against 65)."""
+    return torch.device(device).type == "cpu"
 
 
 def is_channels_last(x):
@@ -369,11 +375,11 @@ def _shallow_copy(module):
     return copy.deepcopy(module, memo)
 
 
-def optimize_for_inference(module, channels_last=True, winograd=False):
+def optimize_for_inference(module, channels_last=True, winograd=False, narrow=False):
     """An eval-mode copy of ``module``, batch norms folded, up-sampling transposed, heads merged, optionally
-    channels-last and, with ``winograd`` (CPUs; cuDNN picks its own algorithms), its 3x3 convolutions of 64 input
-    channels or more by Winograd's F(m x m, 3x3) (``modules/winograd.py``) and its final convolution as a
-    :class:`NarrowConv2d`.
+    channels-last and, for CPUs (cuDNN picks its own algorithms), with ``winograd`` its 3x3 convolutions of 64 input
+    channels or more by Winograd's F(m x m, 3x3) (``modules/winograd.py``), with ``narrow`` its final convolution
+    as a :class:`NarrowConv2d`.
 
     Feed it channels-last inputs when ``channels_last`` (``x.contiguous(memory_format=torch.channels_last)``).
     """
@@ -381,6 +387,7 @@ def optimize_for_inference(module, channels_last=True, winograd=False):
     module = merge_heads(use_fast_paths(fold_batch_norms(_shallow_copy(module).eval(), memory_format)))
     if winograd:
         use_winograd(module)
+    if narrow:
         use_narrow_convolutions(module)
     return module.to(memory_format=memory_format) if channels_last else module
 

@@ -183,7 +183,7 @@ def test_compiled_animator_matches():
 def test_gpu_settings_chosen_by_construction():
     """What the CPU can check of the GPU set-up: cuDNN benchmark mode, pinned loader memory, the formats."""
     from device import configure
-    from modules.optimize import wants_channels_last, wants_winograd
+    from modules.optimize import wants_channels_last, wants_narrow_convolutions, wants_winograd
     from trainer import make_loader
     previous = torch.backends.cudnn.benchmark
     try:
@@ -197,6 +197,7 @@ def test_gpu_settings_chosen_by_construction():
     assert not make_loader(items, params, torch.device("cpu"), "train_params").pin_memory
     assert wants_channels_last("cpu") and not wants_channels_last("cuda") and wants_channels_last("cuda", "bf16")
     assert wants_winograd("cpu") and not wants_winograd("cuda") and not wants_winograd("cpu", "bf16")
+    assert wants_narrow_convolutions("cpu") and not wants_narrow_convolutions("cuda")
 
 
 class CopiesOf(torch.utils._python_dispatch.TorchDispatchMode):
