@@ -212,14 +212,30 @@ class FastGenerator(Generator):
     keeps the re-layout (and its gradient's), ``warp_keeping_layout``.
     """
 
-    @staticmethod
-    def deform_input(inp, optical_flow):
-        flow = resize_flow(optical_flow, inp.shape[2:])  # (B, H, W, 2)
+    def forward(self, *args, **kwargs):
+        self._warps = []  # (map, flow, warped map) of this forward, in inference
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._warps = None
+
+    def deform_input(self, inp, optical_flow):
         if torch.is_grad_enabled():
-            return warp_keeping_layout(inp, flow)  # (B, C, H, W)
+            return warp_keeping_layout(inp, resize_flow(optical_flow, inp.shape[2:]))  # (B, C, H, W)
+        # A forward warps the deepest skip twice and the source image twice (its 'deformed' output and the last
+        # blend), each time by the same flow: the second time is the first's result.
+        warps = getattr(self, "_warps", None)
+        for seen, flow, warped in warps or ():
+            if seen is inp and flow is optical_flow:
+                return warped
+        flow = resize_flow(optical_flow, inp.shape[2:])  # (B, H, W, 2)
         if can_gather_warp(inp):
-            return gather_warp(inp, flow)  # (B, C, H, W), channels-last
-        return F.grid_sample(inp, flow, mode="bilinear", padding_mode="zeros", align_corners=False)
+            warped = gather_warp(inp, flow)  # (B, C, H, W), channels-last
+        else:
+            warped = F.grid_sample(inp, flow, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if warps is not None:
+            warps.append((inp, optical_flow, warped))
+        return warped
 
     def apply_optical(self, input_previous=None, input_skip=None, motion_params=None):
         out = super().apply_optical(input_previous, input_skip, motion_params)  # (B, C, H, W)
@@ -255,7 +271,7 @@ class NarrowConv2d(nn.Module):
         K, O = conv.kernel_size[0], conv.out_channels
         groups = min(K, self.CHANNEL_BLOCK // O)
         self.rows = -(-K // groups)  # r, rows per group
-        self.groups = -(-K // self.rows)  # G
+        self.groups = -(-K // self.rows)  # G, with G r - K <= r - 1 zero rows
         self.conv = conv
         weight = conv.weight.detach()
         # (G r, O, I, K): the kernel's rows, zero rows past K; then (G O, I, r, K), group g holding rows g r ...
@@ -272,14 +288,15 @@ class NarrowConv2d(nn.Module):
                 and conv.groups == 1 and conv.padding_mode == "zeros" and 2 * conv.out_channels <= cls.CHANNEL_BLOCK)
 
     def forward(self, x):
-        B, _, H, W = x.shape
+        H = x.shape[2]
         K, O, r = self.conv.kernel_size[0], self.conv.out_channels, self.rows
-        p = K // 2
-        padded = F.pad(x, (p, p, p, p + self.groups * r - K))  # (B, I, H + G r - 1, W + K - 1)
-        q = F.conv2d(padded, self.weight)  # (B, G O, H + (G - 1) r, W)
-        out = q[:, :O, :H] + (self.conv.bias.view(1, O, 1, 1) if self.conv.bias is not None else 0)
+        p, e = K // 2, self.groups * r - K  # e: the zero rows past the kernel's last
+        # Padded by e more rows top and bottom (the convolution pads: no padded copy of x), so that every group's
+        # rows exist; group g's map starts at row g r + e.
+        q = F.conv2d(x, self.weight, padding=(p + e, p))  # (B, G O, H + 2 (p + e) - r + 1, W)
+        out = q[:, :O, e:e + H] + (self.conv.bias.view(1, O, 1, 1) if self.conv.bias is not None else 0)
         for g in range(1, self.groups):
-            out += q[:, g * O:(g + 1) * O, g * r:g * r + H]
+            out += q[:, g * O:(g + 1) * O, g * r + e:g * r + e + H]
         return out  # (B, O, H, W)
 
 
