@@ -277,8 +277,10 @@ class NarrowConv2d(nn.Module):
         # (G r, O, I, K): the kernel's rows, zero rows past K; then (G O, I, r, K), group g holding rows g r ...
         rows = torch.cat([weight, weight.new_zeros(O, weight.shape[1], self.groups * self.rows - K, K)], dim=2)
         grouped = rows.view(O, -1, self.groups, self.rows, K).permute(2, 0, 1, 3, 4)
-        self.weight = grouped.reshape(self.groups * O, -1, self.rows, K).contiguous(
-            memory_format=torch.channels_last if is_channels_last(weight) else torch.contiguous_format)
+        # A buffer, so that ``.to(device / memory_format)`` moves it with the module; not saved in state dicts.
+        self.register_buffer("weight", grouped.reshape(self.groups * O, -1, self.rows, K).contiguous(
+            memory_format=torch.channels_last if is_channels_last(weight) else torch.contiguous_format),
+            persistent=False)
 
     @classmethod
     def supports(cls, conv):

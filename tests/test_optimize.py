@@ -307,6 +307,8 @@ def test_narrow_convolution_equals_the_direct_one(out_channels, kernel, channels
     narrow = NarrowConv2d(conv)
     assert narrow.groups * narrow.rows >= kernel and narrow.groups * out_channels <= NarrowConv2d.CHANNEL_BLOCK
     assert (narrow(x) - conv(x)).abs().max() <= 1e-5
+    assert set(narrow.state_dict()) == {"conv.weight", "conv.bias"}  # its grouped kernel is derived, not saved
+    assert narrow.to(memory_format=torch.channels_last).weight.is_contiguous(memory_format=torch.channels_last)
     assert not NarrowConv2d.supports(torch.nn.Conv2d(6, 9, 7, padding=3))  # too many channels to gain
     assert not NarrowConv2d.supports(torch.nn.Conv2d(6, 3, 7, padding=0))
 
