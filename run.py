@@ -181,6 +181,7 @@ def main(argv=None):
         raise UsageError(f"--mode {args.mode} runs in one process: launch it with python, not torchrun")
     device = choose_device(args)
     distributed = init_distributed(device)
+    log_dir = config_copy = None
     try:
         rank = dist.get_rank() if distributed else 0
         log_dir = make_log_dir(args, rank)
@@ -206,9 +207,24 @@ def main(argv=None):
             return reconstruction(**common, config_name=args.config, precision=args.precision)
         from animate import animate
         return animate(**common, config_name=args.config, precision=args.precision)
+    except BaseException:
+        if args.mode == "train" and args.checkpoint is None and config_copy is not None:
+            discard_unused_run_folder(log_dir, config_copy)
+        raise
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def discard_unused_run_folder(log_dir, config_copy):
+    """Remove a new run's folder when the run failed before writing anything but its config copy (a missing
+    dataset, VGG weights it cannot get, ...): no empty run folders pile up under --log_dir."""
+    try:
+        if [p.name for p in log_dir.iterdir()] == [config_copy.name]:
+            config_copy.unlink()
+            log_dir.rmdir()
+    except OSError:
+        pass
 
 
 def cli(argv=None):

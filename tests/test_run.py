@@ -215,8 +215,17 @@ def test_offline_vgg_stops_before_the_first_step(data_root, tmp_path, monkeypatc
     message = capsys.readouterr().err
     assert message.startswith("error: ") and "vgg19-dcbb9e9d.pth" in message and "vgg_weights: random" in message
     assert str(config) in message and "Traceback" not in message
-    run_dir = only_dir(tmp_path / "log")
-    assert not list(run_dir.glob("*.pth")) and not (run_dir / "log.txt").exists()
+    assert not any((tmp_path / "log").iterdir())  # the new run's folder, holding only its config copy, is gone
+
+
+def test_missing_dataset_leaves_no_run_folder(tmp_path, capsys):
+    config = write_tiny_config(tmp_path / "tiny.yaml", tmp_path / "no-such-data")
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "earlier-run").mkdir()  # someone else's folder stays
+    assert run.cli(["--config", str(config), "--log_dir", str(tmp_path / "log"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no-such-data" in err and "Traceback" not in err
+    assert [p.name for p in (tmp_path / "log").iterdir()] == ["earlier-run"]
 
 
 @pytest.mark.parametrize("argv, expected", [
