@@ -217,10 +217,11 @@ def parse_args(argv=None):
 
 
 def launch_options(args):
-    """Keyword arguments of ``Blocks.launch``: the address, no share link unless asked, the upload limit."""
+    """Keyword arguments of ``Blocks.launch``: the address, no share link unless asked, the upload limit, and a
+    footer without Gradio's "Use via API" link (the page is for people; the demo and pipeline are the API)."""
     return {"server_name": args.host, "server_port": args.port, "share": args.share,
             "max_file_size": f"{args.max_upload_mb:g}mb", "show_error": False, "ssr_mode": False,
-            "mcp_server": False, "allowed_paths": [str(EXAMPLE[0].parent)]}
+            "mcp_server": False, "allowed_paths": [str(EXAMPLE[0].parent)], "footer_links": ["gradio", "settings"]}
 
 
 def main(argv=None):

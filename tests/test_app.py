@@ -65,6 +65,7 @@ def test_listens_on_this_machine_only_and_makes_no_share_link_unless_asked():
     options = app.launch_options(app.parse_args([]))
     assert options["server_name"] == "127.0.0.1" and options["share"] is False
     assert options["show_error"] is False  # no exception text from Gradio itself
+    assert "api" not in options["footer_links"]  # no "Use via API" link on the page
     options = app.launch_options(app.parse_args(["--host", "0.0.0.0", "--share", "--port", "8000"]))
     assert (options["server_name"], options["share"], options["server_port"]) == ("0.0.0.0", True, 8000)
 
@@ -253,6 +254,7 @@ def test_the_page_animates_an_upload_in_a_real_browser(browser, served, tmp_path
     browser.get(served)
     wait = WebDriverWait(browser, 60)
     uploads = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=file]") or False)
+    assert "Use via API" not in browser.page_source
     uploads[0].send_keys(str(SOURCE))
     uploads[1].send_keys(str(clip))
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#source img") and b.find_elements(By.CSS_SELECTOR,
