@@ -81,9 +81,9 @@ def gather_warp(image, grid):
     result comes out channels-last (B, C, h, w) like the decoder's maps. For inference.
 
     The numbers of ``grid_sample`` (bilinear, zeros outside, align_corners=False; the corner weights by the same
-    formulas) up to the order of the four terms' sum (tests/test_optimize.py). Measured on 2 threads, 4 frames: a 64-channel 256x256
-    map warped in 34 ms against 45, a 256-channel 64x64 one in 1.9 against 7.6; and the blend that reads it then
-    runs on one memory layout (24 ms against 53).
+    formulas) up to the order of the four terms' sum (tests/test_optimize.py). Measured on 2 threads, 4 frames: a
+    64-channel 256x256 map warped in 34 ms against 45, a 256-channel 64x64 one in 1.9 against 7.6; and the blend
+    that reads it then runs on one memory layout.
     """
     B, C, H, W = image.shape
     _, h, w, _ = grid.shape
@@ -96,7 +96,7 @@ def gather_warp(image, grid):
     xs, ys = torch.stack([x0, x1, x0, x1], dim=-1), torch.stack([y0, y0, y1, y1], dim=-1)  # (B, h, w, 4)
     inside = (xs >= 0) & (xs <= W - 1) & (ys >= 0) & (ys <= H - 1)  # False for NaN too
     weights = torch.where(inside, weights, 0)
-    index = torch.where(inside, ys * W + xs, 0).long()  # (B, h, w, 4), rows of one image
+    index = torch.where(inside, ys.long() * W + xs.long(), 0)  # (B, h, w, 4), rows of one image (exact integers)
     if image.stride(0) == 0:  # one image expanded over the batch (the source's features): one table
         rows = image[:1].permute(0, 2, 3, 1).reshape(H * W, C)
     else:

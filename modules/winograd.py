@@ -14,8 +14,8 @@ out; a chunk of one image's tiles at a time keeps the transformed tiles in cache
 passes over memory once per term: the F(2x2, 3x3) this replaced spent as long on its transforms as on its
 products, and at batch 4 was slower than oneDNN's direct kernel.)
 
-The numbers are those of the direct convolution up to float rounding (``tests/test_optimize.py``). Measured on a 2-core AMD EPYC (2 threads, float32, 256 channels,
-batch 4, random weights): a 64x64 map in 41 ms (F(6x6)) and 45 ms (F(4x4)) against 83 ms for oneDNN's direct
+The numbers are those of the direct convolution up to float rounding (``tests/test_optimize.py``). Measured on a
+2-core AMD EPYC (2 threads, float32, 256 channels, batch 4, random weights): a 64x64 map in 41 ms (F(6x6)) and 45 ms (F(4x4)) against 83 ms for oneDNN's direct
 kernel, a 96x96 one in 87 and 101 against 189; the largest difference from float64 was 4.0e-5 (F(6x6)), 2.3e-5
 (F(4x4)) and 7.7e-6 (direct) on outputs up to 3.1. Through the whole vox256 generator (random weights) the frames
 moved by 2.7e-5 from the plain network's either way.

@@ -321,7 +321,8 @@ def test_flow_predictor_heads_merged_give_both_outputs():
     mask, occlusion = predictor.heads(prediction)
     use_fast_paths(predictor)
     merge_heads(predictor)
-    assert isinstance(predictor, FastPixelwiseFlowPredictor) and predictor.merged_heads.out_channels == mask.shape[1] + 1
+    assert isinstance(predictor, FastPixelwiseFlowPredictor)
+    assert predictor.merged_heads.out_channels == mask.shape[1] + 1
     merged_mask, merged_occlusion = predictor.heads(prediction)
     assert (merged_mask - mask).abs().max() <= 1e-5 and (merged_occlusion - occlusion).abs().max() <= 1e-5
 
