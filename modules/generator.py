@@ -53,11 +53,13 @@ class Generator(nn.Module):
         """Warped source features where the occlusion map says the source is visible, the decoder's elsewhere."""
         return skip * occlusion_map + previous * (1 - occlusion_map)
 
-    def apply_optical(self, input_previous=None, input_skip=None, motion_params=None):
-        """Warp a skip connection by the flow and blend it with the decoder's output under the occlusion map."""
+    def apply_optical(self, input_previous=None, input_skip=None, motion_params=None, warped_skip=None):
+        """Warp a skip connection by the flow and blend it with the decoder's output under the occlusion map;
+        ``warped_skip``: the skip already warped by this flow (a map blended twice is warped once)."""
         if motion_params is None:
             return input_previous if input_previous is not None else input_skip
-        input_skip = self.deform_input(input_skip, motion_params["optical_flow"])
+        input_skip = warped_skip if warped_skip is not None else self.deform_input(input_skip,
+                                                                                   motion_params["optical_flow"])
         occlusion_map = motion_params.get("occlusion_map")
         if occlusion_map is None:
             return input_skip
@@ -91,28 +93,32 @@ class Generator(nn.Module):
         skips = [s.expand(B, *s.shape[1:]) for s in skips]
         out = skips[-1]
         output_dict = {}
-        motion_params = None
+        motion_params = deformed = deepest = None
         if self.pixelwise_flow_predictor is not None:
             motion_params = self.pixelwise_flow_predictor(source_image=source_image,
                                                           driving_region_params=driving_region_params,
                                                           source_region_params=source_region_params,
                                                           bg_params=bg_params)
-            output_dict["deformed"] = self.deform_input(source_image, motion_params["optical_flow"])
+            deformed = self.deform_input(source_image, motion_params["optical_flow"])  # also blended last
+            deepest = self.deform_input(out, motion_params["optical_flow"])  # blended twice, warped once
+            output_dict["deformed"] = deformed
             output_dict["optical_flow"] = motion_params["optical_flow"]
             if "occlusion_map" in motion_params:
                 output_dict["occlusion_map"] = motion_params["occlusion_map"]
 
         # The deepest map is merged here and again in the first skip below: the published weights expect it.
-        out = self.apply_optical(input_previous=None, input_skip=out, motion_params=motion_params)
+        out = self.apply_optical(input_skip=out, motion_params=motion_params, warped_skip=deepest)
         out = self.bottleneck(out)
         for i, up_block in enumerate(self.up_blocks):
             if self.skips:
-                out = self.apply_optical(input_skip=skips[-(i + 1)], input_previous=out, motion_params=motion_params)
+                out = self.apply_optical(input_skip=skips[-(i + 1)], input_previous=out, motion_params=motion_params,
+                                         warped_skip=deepest if i == 0 else None)
             out = up_block(out)
         if self.skips:
             out = self.apply_optical(input_skip=skips[0], input_previous=out, motion_params=motion_params)
         out = torch.sigmoid(self.final(out))
         if self.skips:
-            out = self.apply_optical(input_skip=source_image, input_previous=out, motion_params=motion_params)
+            out = self.apply_optical(input_skip=source_image, input_previous=out, motion_params=motion_params,
+                                     warped_skip=deformed)
         output_dict["prediction"] = out  # (B, C, H, W)
         return output_dict

@@ -212,33 +212,17 @@ class FastGenerator(Generator):
     keeps the re-layout (and its gradient's), ``warp_keeping_layout``.
     """
 
-    def forward(self, *args, **kwargs):
-        self._warps = []  # (map, flow, warped map) of this forward, in inference
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            self._warps = None
-
-    def deform_input(self, inp, optical_flow):
-        if torch.is_grad_enabled():
-            return warp_keeping_layout(inp, resize_flow(optical_flow, inp.shape[2:]))  # (B, C, H, W)
-        # A forward warps the deepest skip twice and the source image twice (its 'deformed' output and the last
-        # blend), each time by the same flow: the second time is the first's result.
-        warps = getattr(self, "_warps", None)
-        for seen, flow, warped in warps or ():
-            if seen is inp and flow is optical_flow:
-                return warped
+    @staticmethod
+    def deform_input(inp, optical_flow):
         flow = resize_flow(optical_flow, inp.shape[2:])  # (B, H, W, 2)
+        if torch.is_grad_enabled():
+            return warp_keeping_layout(inp, flow)  # (B, C, H, W)
         if can_gather_warp(inp):
-            warped = gather_warp(inp, flow)  # (B, C, H, W), channels-last
-        else:
-            warped = F.grid_sample(inp, flow, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if warps is not None:
-            warps.append((inp, optical_flow, warped))
-        return warped
+            return gather_warp(inp, flow)  # (B, C, H, W), channels-last
+        return F.grid_sample(inp, flow, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def apply_optical(self, input_previous=None, input_skip=None, motion_params=None):
-        out = super().apply_optical(input_previous, input_skip, motion_params)  # (B, C, H, W)
+    def apply_optical(self, input_previous=None, input_skip=None, motion_params=None, warped_skip=None):
+        out = super().apply_optical(input_previous, input_skip, motion_params, warped_skip)  # (B, C, H, W)
         if input_skip is not None and is_channels_last(input_skip) and not is_channels_last(out):
             out = out.contiguous(memory_format=torch.channels_last)  # no previous map to blend with
         return out

@@ -75,7 +75,7 @@ class WinogradConv2d(nn.Module):
         if tile is not None and tile not in TRANSFORMS:
             raise ValueError(f"no Winograd transforms for {tile}x{tile} tiles: use one of {sorted(TRANSFORMS)}")
         self.conv, self.tile = conv, tile
-        self.weights = {}  # tile side -> ((m + 2)^2, I, O) transformed kernels, and the bias (O,)
+        self.weights = {}  # tile side -> ((m + 2)^2, I, O) transformed kernels, the bias (O,), B^T and A^T
 
     @staticmethod
     def supports(conv):
@@ -93,10 +93,12 @@ class WinogradConv2d(nn.Module):
         return 6 if height * width >= self.LARGE_PIXELS else 4
 
     def transformed_weights(self, tile):
+        """(transformed kernels, bias, B^T, A^T) for ``tile``, made at its first use."""
         if tile not in self.weights:
-            bias = self.conv.bias
-            self.weights[tile] = (winograd_weights(self.conv.weight, tile), bias.detach() if bias is not None
-                                  else self.conv.weight.new_zeros(self.conv.out_channels))
+            weight, bias = self.conv.weight, self.conv.bias
+            bt, _, at = (torch.tensor(t, dtype=weight.dtype, device=weight.device) for t in TRANSFORMS[tile])
+            self.weights[tile] = (winograd_weights(weight, tile), bias.detach() if bias is not None
+                                  else weight.new_zeros(self.conv.out_channels), bt, at)
         return self.weights[tile]
 
     def forward(self, x):
@@ -105,7 +107,7 @@ class WinogradConv2d(nn.Module):
         B, C, H, W = x.shape
         m = self.tile_for(H, W)
         h, w = -(-H // m), -(-W // m)  # tiles; a ragged edge is padded with zeros and its outputs cropped
-        u, bias = self.transformed_weights(m)
+        weights = self.transformed_weights(m)
         padded = x.new_empty(B, m * h + 2, m * w + 2, C)  # NHWC, zero borders: F.pad would fill it all first
         padded[:, 1:H + 1, 1:W + 1] = x.permute(0, 2, 3, 1)
         for border in (padded[:, :1], padded[:, H + 1:], padded[:, :, :1], padded[:, :, W + 1:]):
@@ -114,22 +116,22 @@ class WinogradConv2d(nn.Module):
         if h * w <= self.CHUNK_TILES:  # whole images a chunk
             images = self.CHUNK_TILES // (h * w)
             for b in range(0, B, images):
-                self._tiles(padded[b:b + images], u, bias, out[b:b + images])
+                self._tiles(padded[b:b + images], *weights, out[b:b + images])
         else:  # rows of one image a chunk, chunks of even size
             rows = -(-h // -(-h * w // self.CHUNK_TILES))
             for b in range(B):
                 for i in range(0, h, rows):
-                    self._tiles(padded[b:b + 1, m * i:m * (i + rows) + 2], u, bias, out[b:b + 1, i:i + rows])
+                    self._tiles(padded[b:b + 1, m * i:m * (i + rows) + 2], *weights, out[b:b + 1, i:i + rows])
         # (B, O, H, W), channels-last; a ragged edge cropped by a view, which the next layer reads where it lies
         # (a copy cost 1.3 ms of 46 at 64x64 in 6x6 tiles, batch 4)
         return out.view(B, m * h, m * w, -1)[:, :H, :W].permute(0, 3, 1, 2)
 
-    def _tiles(self, patch, u, bias, out):
+    @staticmethod
+    def _tiles(patch, u, bias, bt, at, out):
         """Convolve ``patch`` (n, m r + 2, m w + 2, C) into ``out`` (n, r, m, w, m, O)."""
         n, r, m, w, _, O = out.shape
         a = m + 2  # the patches' side
         C, T = patch.shape[-1], n * r * w
-        bt, _, at = (torch.tensor(t, dtype=patch.dtype, device=patch.device) for t in TRANSFORMS[m])
         d = patch.new_empty(a, a, n, r, w, C)  # the tiles' patches, gathered
         d.copy_(patch.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))
         v = torch.matmul(bt, torch.matmul(bt, d.view(a, -1)).view(a, a, -1))  # (a, a, T C): B^T d B
