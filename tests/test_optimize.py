@@ -106,6 +106,20 @@ def test_optimised_animator_matches_the_straightforward_one(mode, winograd_from_
     assert error <= TOLERANCE, f"{mode}: max abs error {error:.3g}"
 
 
+@pytest.mark.parametrize("mode, optimised", [("standard", True), ("relative", True), ("avd", False)])
+def test_animator_optimises_the_region_predictor_except_for_avd(mode, optimised):
+    """Folded norms in the region predictor, except where the AVD network would amplify their last-bit
+    differences past the parity tolerance (tests/test_animate.py holds AVD mode to the reference's frames)."""
+    models = build()
+    animator = Animator(images(1, 0), models["generator"], models["region_predictor"], models["avd_network"],
+                        mode=mode)
+    norms = [m for m in animator.region_predictor.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert (animator.region_predictor is not models["region_predictor"]) == optimised
+    assert (not norms) == optimised
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in models["region_predictor"].modules())  # the caller's
+    # network is left as it was
+
+
 def test_training_fast_paths_give_the_same_outputs_and_gradients():
     plain = build()["generator"].train()
     fast = optimize_for_training(copy.deepcopy(plain))
