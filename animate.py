@@ -1,6 +1,8 @@
 """Animation (docs/method.md §7): the animation modes, the batched animation of one source (``Animator``, and the
 reference's ``make_animation``), a driving video streamed from disk (the demo's), and ``--mode animate``."""
 import contextlib
+import itertools
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,32 @@ def autocast_for(device_type, precision):
     return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
+_PREPARED = weakref.WeakKeyDictionary()  # network -> {options: (fingerprint, its optimised copy)}
+
+
+def prepared_for_inference(network, **options):
+    """``optimize_for_inference(network, **options)``, made once and reused while ``network``'s parameters and
+    buffers are the same tensors, unchanged since (their in-place version counters; ``load_state_dict`` and
+    optimiser steps move them).
+
+    Each ``Animator`` of a batch run (``--mode animate`` makes one per pair), each request of the web page and
+    each benchmark repeat would otherwise fold, copy and transform the same weights again: 0.1-0.2 s for a
+    256x256 model on 2 CPU threads, the time of a frame or more. The copy and its Winograd kernels (about 7 times
+    the 3x3 kernels' size) live as long as ``network`` does.
+    """
+    fingerprint = tuple((t.data_ptr(), t._version) for t in itertools.chain(network.parameters(), network.buffers()))
+    key = tuple(sorted(options.items()))
+    per_network = _PREPARED.setdefault(network, {})
+    if key not in per_network or per_network[key][0] != fingerprint:
+        per_network[key] = (fingerprint, optimize_for_inference(network, **options))
+    return per_network[key][1]
+
+
+def forget_prepared():
+    """Drop every copy ``prepared_for_inference`` keeps (tools/benchmark.py times the first video so)."""
+    _PREPARED.clear()
+
+
 class Animator:
     """Animates one source image by batches of driving frames (docs/method.md §7).
 
@@ -124,9 +152,10 @@ class Animator:
     Args:
         source_image: (1, C, H, W) in [0, 1], on the models' device.
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
-        optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference`` (same numbers
-            up to float rounding; channels-last, Winograd and narrow convolutions where ``wants_channels_last``,
-            ``wants_winograd`` and ``wants_narrow_convolutions`` say they help), and the region predictor's
+        optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference``, made once
+            per network (``prepared_for_inference``), with the same numbers up to float rounding (channels-last,
+            Winograd and narrow convolutions where ``wants_channels_last``, ``wants_winograd`` and
+            ``wants_narrow_convolutions`` say they help), and with the region predictor's
             (batch norms folded, channels-last: 12.7 ms a 256x256 frame instead of 18.4 on 2 CPU threads), except
             in AVD mode: the AVD network feeds the region params to inverses of nearly singular affines, where a
             last-bit difference grows a thousandfold (the parity frames moved by 1.9e-4 instead of 6.7e-5).
@@ -144,11 +173,11 @@ class Animator:
         self.device_type, self.precision = source_image.device.type, check_precision(precision)
         self.channels_last = optimize and wants_channels_last(source_image.device, precision)
         if optimize:
-            generator = optimize_for_inference(generator, self.channels_last,
+            generator = prepared_for_inference(generator, channels_last=self.channels_last,
                                                winograd=wants_winograd(source_image.device, precision),
                                                narrow=wants_narrow_convolutions(source_image.device))
             if mode != "avd":
-                region_predictor = optimize_for_inference(region_predictor, self.channels_last)
+                region_predictor = prepared_for_inference(region_predictor, channels_last=self.channels_last)
         self.regions_channels_last = self.channels_last and mode != "avd"
         if compile:
             backend = compile if isinstance(compile, str) else "inductor"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from animate import Animator
+from animate import Animator, forget_prepared, prepared_for_inference
 from config import validate_config
 from modules.build import build_models
 from modules.generator import Generator
@@ -118,6 +118,34 @@ def test_animator_optimises_the_region_predictor_except_for_avd(mode, optimised)
     assert (not norms) == optimised
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in models["region_predictor"].modules())  # the caller's
     # network is left as it was
+
+
+def test_prepared_copies_are_reused_until_the_weights_change():
+    generator = build()["generator"]
+    first = prepared_for_inference(generator, channels_last=True)
+    assert prepared_for_inference(generator, channels_last=True) is first
+    assert prepared_for_inference(generator, channels_last=False) is not first  # other options, another copy
+    source, driving = images(1, 0), images(2, 1)
+    regions = build()["region_predictor"]
+    with torch.no_grad():
+        source_params, driving_params = regions(source), regions(driving)
+
+        def render(network):
+            return network(source.expand(2, -1, -1, -1).contiguous(memory_format=torch.channels_last),
+                           driving_params, {k: v.expand(2, *v.shape[1:]) for k, v in source_params.items()})[
+                "prediction"]
+
+        before = render(first)
+        generator.load_state_dict(build(seed=1)["generator"].state_dict())  # new weights, the same tensors
+        second = prepared_for_inference(generator, channels_last=True)
+        assert second is not first
+        assert (render(second) - render(optimize_for_inference(generator))).abs().max() <= TOLERANCE
+        assert (render(second) - before).abs().max() > 10 * TOLERANCE
+        next(generator.parameters()).mul_(2)  # an in-place change, as an optimiser step makes
+        assert prepared_for_inference(generator, channels_last=True) is not second
+    third = prepared_for_inference(generator, channels_last=True)
+    forget_prepared()
+    assert prepared_for_inference(generator, channels_last=True) is not third
 
 
 def test_training_fast_paths_give_the_same_outputs_and_gradients():
