@@ -56,6 +56,25 @@ def test_transposed_kernel_equals_nearest_upsampling_then_convolution():
     assert torch.allclose(ours, expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("keeps_kernel", [True, False])
+def test_up_block_keeps_its_transposed_kernel_only_for_inference(keeps_kernel, monkeypatch):
+    block = FastUpBlock2d(6, 4).eval()
+    block.keeps_kernel = keeps_kernel
+    calls = []
+    monkeypatch.setattr("modules.optimize.nearest_upsampling_kernel",
+                        lambda weight: calls.append(1) or nearest_upsampling_kernel(weight))
+    x = torch.randn(2, 6, 8, 8)  # 64 pixels: the transposed form
+    with torch.no_grad():
+        expected = UpBlock2d.forward(block, x)
+        outputs = [block(x), block(x)]
+    assert all((out - expected).abs().max() <= TOLERANCE for out in outputs)
+    assert len(calls) == (1 if keeps_kernel else 2)
+    block.double()  # the weights moved: the kept kernel is made again
+    with torch.no_grad():
+        assert block(x.double()).dtype == torch.float64
+    assert len(calls) == (2 if keeps_kernel else 3)
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("variant", VARIANTS)
 @torch.no_grad()
