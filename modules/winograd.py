@@ -101,15 +101,28 @@ class WinogradConv2d(nn.Module):
                                   else weight.new_zeros(self.conv.out_channels), bt, at)
         return self.weights[tile]
 
-    def forward(self, x):
+    def forward(self, x, scale=None, shift=None, relu=False):
+        """``conv(a(x))`` for x (B, C, H, W), where a(x) is ``x * scale + shift`` per channel (an eval-mode batch
+        norm) when given, then a ReLU when ``relu``: applied while the input is copied into its padded buffer,
+        not as passes of their own."""
         if not self.accepts(x):
-            return self.conv(x)
+            if scale is not None:
+                x = torch.addcmul(shift.view(-1, 1, 1), x, scale.view(-1, 1, 1))
+            return self.conv(F.relu(x) if relu else x)
         B, C, H, W = x.shape
         m = self.tile_for(H, W)
         h, w = -(-H // m), -(-W // m)  # tiles; a ragged edge is padded with zeros and its outputs cropped
         weights = self.transformed_weights(m)
         padded = x.new_empty(B, m * h + 2, m * w + 2, C)  # NHWC, zero borders: F.pad would fill it all first
-        padded[:, 1:H + 1, 1:W + 1] = x.permute(0, 2, 3, 1)
+        inside, x = padded[:, 1:H + 1, 1:W + 1], x.permute(0, 2, 3, 1)  # (B, H, W, C) views
+        if scale is not None:
+            torch.addcmul(shift, x, scale, out=inside)
+            if relu:
+                inside.clamp_(min=0)
+        elif relu:
+            torch.clamp(x, min=0, out=inside)
+        else:
+            inside.copy_(x)
         for border in (padded[:, :1], padded[:, H + 1:], padded[:, :, :1], padded[:, :, W + 1:]):
             border.zero_()
         out = x.new_empty(B, h, m, w, m, self.conv.out_channels)  # tile rows and columns

@@ -312,6 +312,39 @@ def test_winograd_convolution_equals_the_direct_one(batch, height, width, tile):
     assert torch.equal(winograd(plain), conv(plain))
 
 
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("size", [32, 16])  # Winograd, and the direct convolution under MIN_PIXELS
+@torch.no_grad()
+def test_winograd_convolution_applies_the_pre_activation_as_it_copies(size, affine, relu):
+    from modules.winograd import WinogradConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 8, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, size, size).contiguous(memory_format=torch.channels_last)
+    scale, shift = (torch.rand(64) + 0.5, torch.randn(64)) if affine else (None, None)
+    activated = x * scale.view(-1, 1, 1) + shift.view(-1, 1, 1) if affine else x
+    expected = conv(F.relu(activated) if relu else activated)
+    assert (WinogradConv2d(conv)(x, scale, shift, relu=relu) - expected).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("size", [32, 16])
+@torch.no_grad()
+def test_residual_block_with_winograd_folds_its_pre_activations(size):
+    """The optimised residual block (norm2 folded into conv1, Winograd convolutions that apply norm1 and the
+    ReLUs as they copy their inputs) against the plain block, on a map Winograd takes and one it leaves."""
+    from modules.optimize import FastResBlock2d, fold_batch_norms, use_winograd
+    from modules.util import ResBlock2d
+    torch.manual_seed(0)
+    plain = ResBlock2d(64, 3, 1)
+    for norm in (plain.norm1, plain.norm2):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 1.5)
+    plain.eval()
+    fast = use_winograd(use_fast_paths(fold_batch_norms(copy.deepcopy(plain)))).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, size, size).contiguous(memory_format=torch.channels_last)
+    assert isinstance(fast, FastResBlock2d) and fast.folds_into_winograd(x) == (size == 32)
+    assert (fast(x.clone()) - plain(x)).abs().max() <= TOLERANCE
+
+
 @pytest.mark.parametrize("tile", [4, 6])
 def test_winograd_transforms_reproduce_every_single_tap(tile):
     """A kernel with one tap at (i, j) shifts the input: F(m x m, 3x3) must give exactly that shift, bias added
