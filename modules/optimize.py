@@ -5,8 +5,7 @@
   as one convolution, channels-last weights and, on CPUs, the final RGB convolution by groups of rows
   (:class:`NarrowConv2d`) and, for float32, Winograd 3x3 convolutions (which apply a residual block's
   pre-activation norm and ReLUs as they copy their inputs: bit-identical, 1.5% of a frame) and warps that keep
-  channels-last maps
-  channels-last (:func:`gather_warp`).
+  channels-last maps channels-last (:func:`gather_warp`).
 - :func:`optimize_for_training`: the transposed up-sampling, in-place activations, the fused blend and
   channels-last weights, in place (batch norms keep their batch statistics, so they stay).
 
