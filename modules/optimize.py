@@ -36,8 +36,9 @@ def wants_channels_last(device, precision="fp32"):
 
 
 def wants_winograd(device, precision="fp32"):
-    """Winograd convolutions where they were measured to help: float32 on CPUs."""
-    return torch.device(device).type == "cpu" and precision == "fp32"
+    """Winograd convolutions where they were measured to help: on CPUs, computing in float32 whatever the
+    precision (under bf16 as fast as bf16's direct kernels, and closer to float32; ``modules/winograd.py``)."""
+    return torch.device(device).type == "cpu"
 
 
 def wants_narrow_convolutions(device):
@@ -77,9 +78,9 @@ def warp_keeping_layout(image, grid):
 
 
 def gather_warp(image, grid):
-    """:func:`modules.util.warp` of a channels-last float32 ``image`` (B, C, H, W), computed as a weighted sum of
-    the four neighbouring pixels' channel vectors (``F.embedding_bag`` over the image's rows of C values), so its
-    result comes out channels-last (B, C, h, w) like the decoder's maps. For inference.
+    """:func:`modules.util.warp` of a channels-last float32 (or bf16) ``image`` (B, C, H, W), computed as a weighted
+    sum of the four neighbouring pixels' channel vectors (``F.embedding_bag`` over the image's rows of C values),
+    so its result comes out channels-last (B, C, h, w) like the decoder's maps. For inference.
 
     The numbers of ``grid_sample`` (bilinear, zeros outside, align_corners=False; the corner weights by the same
     formulas) up to the order of the four terms' sum (tests/test_optimize.py). Measured on 2 threads, 4 frames: a
@@ -103,13 +104,15 @@ def gather_warp(image, grid):
     else:
         rows = image.permute(0, 2, 3, 1).reshape(B * H * W, C)
         index += (torch.arange(B, device=index.device) * (H * W)).view(B, 1, 1, 1)
-    out = F.embedding_bag(index.view(-1, 4), rows, per_sample_weights=weights.view(-1, 4), mode="sum")  # (N, C)
+    weights = weights.to(image.dtype).view(-1, 4)  # the corner weights are computed in float32 from a float32 grid
+    out = F.embedding_bag(index.view(-1, 4), rows, per_sample_weights=weights, mode="sum")  # (N, C)
     return out.view(B, h, w, C).permute(0, 3, 1, 2)  # (B, C, h, w), channels-last
 
 
 def can_gather_warp(image):
-    """Whether :func:`gather_warp` applies: inference, a float32 channels-last image of more than one channel."""
-    return (not (image.requires_grad and torch.is_grad_enabled()) and image.dtype == torch.float32
+    """Whether :func:`gather_warp` applies: inference, a float32 or bfloat16 (its sums measured within bf16's own
+    rounding of float32's, twice as fast) channels-last image of more than one channel."""
+    return (not (image.requires_grad and torch.is_grad_enabled()) and image.dtype in (torch.float32, torch.bfloat16)
             and image.shape[1] > 1 and is_channels_last(image) and image.stride(1) == 1)
 
 
@@ -241,10 +244,10 @@ class FastGenerator(Generator):
     """:class:`Generator` whose warped maps come out in the decoder's layout, and whose blend is one
     ``torch.lerp``, ``previous + occ (skip - previous)``: one pass over the maps instead of four.
 
-    In float32 inference the channels-last source features are warped by :func:`gather_warp`, whose result is
-    channels-last; other inputs stay as grid_sample writes them (contiguous), and the blend, which reads them once
-    anyway, writes channels-last: a 256x256 map of 64 channels is not copied to be re-laid out first. Training
-    keeps the re-layout (and its gradient's), ``warp_keeping_layout``.
+    In float32 and bf16 inference the channels-last source features are warped by :func:`gather_warp`, whose
+    result is channels-last; other inputs stay as grid_sample writes them (contiguous), and the blend, which reads
+    them once anyway, writes channels-last: a 256x256 map of 64 channels is not copied to be re-laid out first.
+    Training keeps the re-layout (and its gradient's), ``warp_keeping_layout``.
     """
 
     @staticmethod

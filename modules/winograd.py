@@ -15,10 +15,14 @@ passes over memory once per term: the F(2x2, 3x3) this replaced spent as long on
 products, and at batch 4 was slower than oneDNN's direct kernel.)
 
 The numbers are those of the direct convolution up to float rounding (``tests/test_optimize.py``). Measured on a
-2-core AMD EPYC (2 threads, float32, 256 channels, batch 4, random weights): a 64x64 map in 41 ms (F(6x6)) and 45 ms (F(4x4)) against 83 ms for oneDNN's direct
-kernel, a 96x96 one in 87 and 101 against 189; the largest difference from float64 was 4.0e-5 (F(6x6)), 2.3e-5
-(F(4x4)) and 7.7e-6 (direct) on outputs up to 3.1. Through the whole vox256 generator (random weights) the frames
-moved by 2.7e-5 from the plain network's either way.
+2-core AMD EPYC (2 threads, float32, 256 channels, batch 4, random weights): a 64x64 map in 41 ms (F(6x6)) and
+45 ms (F(4x4)) against 83 ms for oneDNN's direct kernel, a 96x96 one in 87 and 101 against 189; the largest
+difference from float64 was 4.0e-5 (F(6x6)), 2.3e-5 (F(4x4)) and 7.7e-6 (direct) on outputs up to 3.1. Through the
+whole vox256 generator (random weights) the frames moved by 2.7e-5 from the plain network's either way.
+
+Under bf16 autocast they still compute in float32 (the input converted as it is copied): the transforms amplify
+rounding, and with the products in bf16 a conv's error was 2.6% against 0.29% for bf16's direct kernel, at the same
+speed (40 ms against 43); in float32 they are as fast as that direct kernel and 100 times closer.
 """
 import torch
 import torch.nn.functional as F
@@ -109,11 +113,17 @@ class WinogradConv2d(nn.Module):
             if scale is not None:
                 x = torch.addcmul(shift.view(-1, 1, 1), x, scale.view(-1, 1, 1))
             return self.conv(F.relu(x) if relu else x)
+        with torch.autocast(x.device.type, enabled=False):  # in the weights' dtype whatever the autocast around
+            return self._convolve(x, scale, shift, relu)
+
+    def _convolve(self, x, scale, shift, relu):
         B, C, H, W = x.shape
         m = self.tile_for(H, W)
         h, w = -(-H // m), -(-W // m)  # tiles; a ragged edge is padded with zeros and its outputs cropped
         weights = self.transformed_weights(m)
-        padded = x.new_empty(B, m * h + 2, m * w + 2, C)  # NHWC, zero borders: F.pad would fill it all first
+        dtype = weights[0].dtype
+        # NHWC in the weights' dtype, zero borders: F.pad would fill it all first
+        padded = x.new_empty(B, m * h + 2, m * w + 2, C, dtype=dtype)
         inside, x = padded[:, 1:H + 1, 1:W + 1], x.permute(0, 2, 3, 1)  # (B, H, W, C) views
         if scale is not None:
             torch.addcmul(shift, x, scale, out=inside)
@@ -125,7 +135,7 @@ class WinogradConv2d(nn.Module):
             inside.copy_(x)
         for border in (padded[:, :1], padded[:, H + 1:], padded[:, :, :1], padded[:, :, W + 1:]):
             border.zero_()
-        out = x.new_empty(B, h, m, w, m, self.conv.out_channels)  # tile rows and columns
+        out = padded.new_empty(B, h, m, w, m, self.conv.out_channels)  # tile rows and columns
         if h * w <= self.CHUNK_TILES:  # whole images a chunk
             images = self.CHUNK_TILES // (h * w)
             for b in range(0, B, images):

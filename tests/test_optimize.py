@@ -257,7 +257,7 @@ def test_gpu_settings_chosen_by_construction():
     assert make_loader(items, params, torch.device("cuda"), "train_params").pin_memory
     assert not make_loader(items, params, torch.device("cpu"), "train_params").pin_memory
     assert wants_channels_last("cpu") and not wants_channels_last("cuda") and wants_channels_last("cuda", "bf16")
-    assert wants_winograd("cpu") and not wants_winograd("cuda") and not wants_winograd("cpu", "bf16")
+    assert wants_winograd("cpu") and wants_winograd("cpu", "bf16") and not wants_winograd("cuda")
     assert wants_narrow_convolutions("cpu") and not wants_narrow_convolutions("cuda")
 
 
@@ -382,9 +382,25 @@ def test_gather_warp_equals_grid_sample(expanded, channels):
     expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert (out - expected).abs().max() <= 1e-5  # the order of the four terms' sum may differ
+    bf16 = image.bfloat16()  # bf16 inference: bf16 sums, within a few of bf16's roundings of the float32 result
+    assert can_gather_warp(bf16) and gather_warp(bf16, grid).dtype == torch.bfloat16
+    assert (gather_warp(bf16, grid).float() - expected).abs().max() <= 4 * 2 ** -8 * expected.abs().max()
     grid[0, 0, 0] = float("nan")
     assert torch.isfinite(gather_warp(image, grid)).all()
     assert not can_gather_warp(image.contiguous()) and not can_gather_warp(image.double())
+
+
+@torch.no_grad()
+def test_winograd_convolution_computes_in_float32_under_bf16_autocast():
+    from modules.winograd import WinogradConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 8, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = WinogradConv2d(conv)(x.bfloat16())  # a bf16 map from the layer before
+        direct = conv(x)
+    assert out.dtype == torch.float32 and direct.dtype == torch.bfloat16
+    assert (out - conv(x.bfloat16().float())).abs().max() <= TOLERANCE  # only the input's own rounding
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
