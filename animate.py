@@ -125,7 +125,10 @@ def prepared_for_inference(network, **options):
     256x256 model on 2 CPU threads, the time of a frame or more. The copy and its Winograd kernels (about 7 times
     the 3x3 kernels' size) live as long as ``network`` does.
     """
-    fingerprint = tuple((t.data_ptr(), t._version) for t in itertools.chain(network.parameters(), network.buffers()))
+    tensors = list(itertools.chain(network.parameters(), network.buffers()))
+    if any(t.is_inference() for t in tensors):  # made under inference_mode: no version counter tells a change
+        return optimize_for_inference(network, **options)
+    fingerprint = tuple((t.data_ptr(), t._version) for t in tensors)
     key = tuple(sorted(options.items()))
     per_network = _PREPARED.setdefault(network, {})
     if key not in per_network or per_network[key][0] != fingerprint:

@@ -165,6 +165,10 @@ def test_prepared_copies_are_reused_until_the_weights_change():
     third = prepared_for_inference(generator, channels_last=True)
     forget_prepared()
     assert prepared_for_inference(generator, channels_last=True) is not third
+    with torch.inference_mode():  # inference tensors keep no version counter: a copy each time
+        made_in_inference_mode = copy.deepcopy(generator)
+    assert next(made_in_inference_mode.parameters()).is_inference()
+    assert prepared_for_inference(made_in_inference_mode) is not prepared_for_inference(made_in_inference_mode)
 
 
 def test_training_fast_paths_give_the_same_outputs_and_gradients():
