@@ -347,6 +347,11 @@ def test_residual_block_with_winograd_folds_its_pre_activations(size):
     x = torch.randn(2, 64, size, size).contiguous(memory_format=torch.channels_last)
     assert isinstance(fast, FastResBlock2d) and fast.folds_into_winograd(x) == (size == 32)
     assert (fast(x.clone()) - plain(x)).abs().max() <= TOLERANCE
+    if size == 32:  # under bf16 autocast, a bf16 residual stream in: the block computes in float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fast(x.bfloat16())
+        assert out.dtype == torch.float32
+        assert (out - plain(x.bfloat16().float())).abs().max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("tile", [4, 6])
