@@ -155,13 +155,14 @@ class Animator:
     Args:
         source_image: (1, C, H, W) in [0, 1], on the models' device.
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
-        optimize: render with the generator's copy from ``modules.optimize.optimize_for_inference``, made once
-            per network (``prepared_for_inference``), with the same numbers up to float rounding (channels-last,
-            Winograd and narrow convolutions where ``wants_channels_last``, ``wants_winograd`` and
-            ``wants_narrow_convolutions`` say they help), and with the region predictor's
-            (batch norms folded, channels-last: 12.7 ms a 256x256 frame instead of 18.4 on 2 CPU threads), except
-            in AVD mode: the AVD network feeds the region params to inverses of nearly singular affines, where a
-            last-bit difference grows a thousandfold (the parity frames moved by 1.9e-4 instead of 6.7e-5).
+        optimize: render with the networks' copies from ``modules.optimize.optimize_for_inference``, made once
+            per network (``prepared_for_inference``), with the same numbers up to float rounding: the
+            generator's (channels-last, Winograd and narrow convolutions where ``wants_channels_last``,
+            ``wants_winograd`` and ``wants_narrow_convolutions`` say they help) and the region predictor's
+            (batch norms folded, channels-last: 12.7 ms a 256x256 frame instead of 18.4 on 2 CPU threads). In AVD
+            mode the region predictor stays as it is: the AVD network feeds the region params to inverses of
+            nearly singular affines, where a last-bit difference grows a thousandfold (the parity frames moved by
+            1.9e-4 instead of 6.7e-5).
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
         compile: wrap the networks in ``torch.compile`` (True; or a backend name). Meant for GPUs: on a 2-core
             CPU it took a minute to compile and the frames came out slower.

@@ -3,9 +3,9 @@
 - :func:`optimize_for_inference`: an eval-mode copy with every batch norm that follows a convolution folded into
   it, nearest up-sampling + 3x3 convolution as one stride-2 transposed convolution, the flow predictor's two heads
   as one convolution, channels-last weights and, on CPUs, the final RGB convolution by groups of rows
-  (:class:`NarrowConv2d`) and, for float32, Winograd 3x3 convolutions (which apply a residual block's
-  pre-activation norm and ReLUs as they copy their inputs: bit-identical, 1.5% of a frame) and warps that keep
-  channels-last maps channels-last (:func:`gather_warp`).
+  (:class:`NarrowConv2d`), Winograd 3x3 convolutions computing in float32 whatever the precision (which apply a
+  residual block's pre-activation norm and ReLUs as they copy their inputs: bit-identical, 1.5% of a frame) and
+  warps that keep channels-last maps channels-last (:func:`gather_warp`).
 - :func:`optimize_for_training`: the transposed up-sampling, in-place activations, the fused blend and
   channels-last weights, in place (batch norms keep their batch statistics, so they stay).
 
@@ -179,10 +179,10 @@ class FastUpBlock2d(UpBlock2d):
     """:class:`UpBlock2d` whose up-sampling and 3x3 convolution run as one stride-2 transposed convolution on
     maps of ``TRANSPOSED_MIN_PIXELS`` or more: the same numbers up to float rounding, 2.25x fewer multiply-adds."""
 
+    keeps_kernel = False  # set for inference (frozen weights) by optimize_for_inference
+
     def can_transpose(self):
         return self.conv.kernel_size == (3, 3) and self.conv.padding == (1, 1) and self.conv.groups == 1
-
-    keeps_kernel = False  # set for inference (frozen weights) by optimize_for_inference
 
     def transposed_kernel(self):
         """The (I, O, 4, 4) kernel; with ``keeps_kernel``, made at the first call and kept: 13.6 ms instead of
@@ -417,11 +417,10 @@ def _shallow_copy(module):
 
 
 def optimize_for_inference(module, channels_last=True, winograd=False, narrow=False):
-    """An eval-mode copy of ``module``, batch norms folded, up-sampling transposed (its kernels made once), heads
-    merged, optionally
-    channels-last and, for CPUs (cuDNN picks its own algorithms), with ``winograd`` its 3x3 convolutions of 64 input
-    channels or more by Winograd's F(m x m, 3x3) (``modules/winograd.py``), with ``narrow`` its final convolution
-    as a :class:`NarrowConv2d`.
+    """An eval-mode copy of ``module``, batch norms folded, up-sampling transposed (its kernels made once),
+    heads merged, optionally channels-last and, for CPUs (cuDNN picks its own algorithms), with ``winograd`` its
+    3x3 convolutions of 64 input channels or more by Winograd's F(m x m, 3x3) (``modules/winograd.py``), with
+    ``narrow`` its final convolution as a :class:`NarrowConv2d`.
 
     Feed it channels-last inputs when ``channels_last`` (``x.contiguous(memory_format=torch.channels_last)``).
     """
