@@ -50,6 +50,15 @@ class VideoReadError(MediaError):
     """A video (or frame) that cannot be read."""
 
 
+class TooManyPixelsError(MediaError):
+    """An image or video frame larger than a limit, found from its header before anything is decoded."""
+
+
+# Images and frames beyond this many pixels are refused unless a caller asks for more: 50 megapixels passes a
+# 48 MP phone photo and an 8K frame, and stops a decompression bomb (a few KB of PNG that decode to gigabytes).
+MAX_PIXELS = 50_000_000
+
+
 class VideoInfo(NamedTuple):
     """What is known about a video without decoding all of it; ``None`` where the format does not say.
 
@@ -146,6 +155,10 @@ def _open_image(path):
         raise VideoReadError(f"{path} does not exist")
     try:
         return Image.open(path)
+    except Image.DecompressionBombError:
+        raise TooManyPixelsError(f"image {path} has more pixels than Pillow decodes (over "
+                                 f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels): a decompression bomb, "
+                                 f"or an image to shrink first") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         if path.suffix.lower() in VIDEO_EXTENSIONS or _is_video(path):
             raise VideoReadError(f"{path} is a video, not an image: give one picture (e.g. a frame saved as "
@@ -445,6 +458,17 @@ def stored_frame_size(path):
         width, height = _decode_size(path)
     except Exception as error:
         raise VideoReadError(f"cannot decode video {path}: {_brief(error)}") from error
+    return height, width
+
+
+def check_pixels(path, max_pixels=MAX_PIXELS, video=False):
+    """Refuse an image (or, with ``video``, a video's frames) of more than ``max_pixels`` pixels, reading only its
+    header; returns its (H, W). The error names the file, its size and the limit."""
+    height, width = stored_frame_size(path) if video else image_info(path)[:2]
+    if height * width > max_pixels:
+        what = f"video {path} has frames of" if video else f"image {path} is"
+        raise TooManyPixelsError(f"{what} {width}x{height} pixels ({height * width / 1e6:.1f} megapixels); at "
+                                 f"most {max_pixels / 1e6:g} megapixels are taken: shrink it first")
     return height, width
 
 
