@@ -1,8 +1,10 @@
 """Shared test fixtures.
 
-Tests that need the reference fixtures in ``../shared`` use the ``shared_dir`` fixture. Where that folder is
-absent they are skipped with a reason, except when ``MRAA_REQUIRE_SHARED=1`` (set by ``.ci/run``): then a
-missing fixture is a failure, so CI can never pass by skipping parity.
+The parity case ``mraa`` and the published state-dict layouts are committed under ``tests/fixtures/parity`` (copies
+of ``../shared/parity``), so a fresh clone checks parity on its own: the ``parity_dir`` fixture. The other parity
+cases and the real footage stay in ``../shared`` (``parity_case_dir``, ``shared_dir``, ``realworld_dir``): where
+that folder is absent their tests are skipped with a reason, except when ``MRAA_REQUIRE_SHARED=1`` (set by
+``.ci/run``): then a missing fixture is a failure, so CI can never pass by skipping parity.
 """
 import os
 import sys
@@ -12,6 +14,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+PARITY_DIR = REPO_ROOT / "tests" / "fixtures" / "parity"
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -31,6 +34,18 @@ def _require_shared(*parts):
 def shared_dir():
     """The ``../shared`` folder (parity fixtures, spec, real-world media)."""
     return _require_shared()
+
+
+@pytest.fixture
+def parity_dir():
+    """The committed parity fixtures: ``mraa/`` (config, checkpoint, expected outputs) and ``state_dict_shapes.json``."""
+    return PARITY_DIR
+
+
+def parity_case_dir(name):
+    """The folder of parity case ``name``: committed for ``mraa``, else in ``../shared/parity`` (or a skip)."""
+    committed = PARITY_DIR / name
+    return committed if committed.is_dir() else _require_shared("parity", name)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Small generated inputs for the reconstruction, animation, demo and notebook tests.
 
-The model is the parity one (``../shared/parity/mraa``: 5 regions, 64x64, random weights, with AVD); its
-``source`` and ``driving`` arrays seed the images and videos, so every input is made here in seconds.
+The model is the parity one (``tests/fixtures/parity/mraa``, a copy of ``../shared/parity/mraa``: 5 regions, 64x64,
+random weights, with AVD); its ``source`` and ``driving`` arrays seed the images and videos, so every input is made
+here in seconds.
 """
 import subprocess
 
@@ -15,25 +16,25 @@ from media import VideoWriter
 SIZE = 64
 
 
-def parity_paths(shared_dir):
+def parity_paths(parity_dir):
     """(config.yaml, checkpoint.pth) of the parity model."""
-    folder = shared_dir / "parity" / "mraa"
+    folder = parity_dir / "mraa"
     return folder / "config.yaml", folder / "checkpoint.pth"
 
 
-def parity_arrays(shared_dir):
+def parity_arrays(parity_dir):
     """The parity fixtures: {'source': (1, 3, H, W), 'driving': (T, 3, H, W), 'animate.<mode>.prediction': ...}."""
-    return dict(np.load(shared_dir / "parity" / "mraa" / "expected.npz"))
+    return dict(np.load(parity_dir / "mraa" / "expected.npz"))
 
 
-def source_image(shared_dir):
+def source_image(parity_dir):
     """The parity source as uint8 (64, 64, 3)."""
-    return to_uint8(parity_arrays(shared_dir)["source"][0].transpose(1, 2, 0))
+    return to_uint8(parity_arrays(parity_dir)["source"][0].transpose(1, 2, 0))
 
 
-def driving_frames(shared_dir, num_frames, seed=0):
+def driving_frames(parity_dir, num_frames, seed=0):
     """uint8 frames (T, 64, 64, 3): the parity driving frames in turn, each shifted a little differently."""
-    driving = parity_arrays(shared_dir)["driving"].transpose(0, 2, 3, 1)  # (4, H, W, 3)
+    driving = parity_arrays(parity_dir)["driving"].transpose(0, 2, 3, 1)  # (4, H, W, 3)
     shifts = np.random.default_rng(seed).integers(-6, 7, size=(num_frames, 2))
     frames = [np.roll(driving[t % len(driving)], tuple(shifts[t]), axis=(0, 1)) for t in range(num_frames)]
     return to_uint8(np.stack(frames))
@@ -67,20 +68,20 @@ def write_sound_only(out, seconds=1):
     return out
 
 
-def write_dataset(root, shared_dir, num_videos=3, num_frames=6):
+def write_dataset(root, parity_dir, num_videos=3, num_frames=6):
     """A dataset root with train/ and test/ holding ``num_videos`` frame folders each (vid0, vid1, ...)."""
     for split in ("train", "test"):
         for v in range(num_videos):
             folder = root / split / f"vid{v}"
             folder.mkdir(parents=True)
-            for t, frame in enumerate(driving_frames(shared_dir, num_frames, seed=v)):
+            for t, frame in enumerate(driving_frames(parity_dir, num_frames, seed=v)):
                 iio.imwrite(folder / f"{t}.png", frame)
     return root
 
 
-def write_eval_config(path, shared_dir, root, num_videos=2, num_pairs=2, mode="relative", fmt=".mp4"):
+def write_eval_config(path, parity_dir, root, num_videos=2, num_pairs=2, mode="relative", fmt=".mp4"):
     """The parity model's config with the dataset, reconstruction and animation sections the modes need."""
-    config_path, _ = parity_paths(shared_dir)
+    config_path, _ = parity_paths(parity_dir)
     config = yaml.safe_load(config_path.read_text())
     config["dataset_params"] = {"root_dir": str(root), "frame_shape": [SIZE, SIZE, 3]}
     config["reconstruction_params"] = {"num_videos": num_videos, "format": fmt}

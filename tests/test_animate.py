@@ -17,42 +17,43 @@ from eval_media import (count_frames, parity_arrays, parity_paths, video_fps, wr
 from frames_dataset import FramesDataset
 from modules.build import build_models
 
+from tolerances import TOLERANCE, reference_tolerance
+
 MODES = ["standard", "relative", "avd"]
-TOLERANCE = 1e-4
 
 
 @pytest.fixture
-def parity_models(shared_dir):
+def parity_models(parity_dir):
     """(generator, region_predictor, avd_network) of the parity model, eval mode, on the CPU."""
-    return load_checkpoints(*parity_paths(shared_dir), cpu=True)
+    return load_checkpoints(*parity_paths(parity_dir), cpu=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_animator_reproduces_the_reference_frame_by_frame_animation(mode, batch_size, shared_dir, parity_models):
-    expected = parity_arrays(shared_dir)
+def test_animator_reproduces_the_reference_frame_by_frame_animation(mode, batch_size, parity_dir, parity_models):
+    expected = parity_arrays(parity_dir)
     source, driving = torch.from_numpy(expected["source"]), torch.from_numpy(expected["driving"])
     animator = Animator(source, *parity_models, mode=mode)
     prediction = torch.cat([animator(driving[i:i + batch_size])["prediction"]
                             for i in range(0, len(driving), batch_size)])  # (T, 3, H, W), batches 3 + 1
     error = (prediction - torch.from_numpy(expected[f"animate.{mode}.prediction"])).abs().max()
-    assert error <= TOLERANCE, f"{mode}, batch {batch_size}: max abs error {error:.3g}"
+    assert error <= reference_tolerance(mode), f"{mode}, batch {batch_size}: max abs error {error:.3g}"
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_make_animation_keeps_the_reference_api_and_numbers(mode, shared_dir, parity_models):
-    expected = parity_arrays(shared_dir)
+def test_make_animation_keeps_the_reference_api_and_numbers(mode, parity_dir, parity_models):
+    expected = parity_arrays(parity_dir)
     source = expected["source"][0].transpose(1, 2, 0)  # (H, W, 3)
     driving = list(expected["driving"].transpose(0, 2, 3, 1))  # T x (H, W, 3)
     frames = make_animation(source, driving, *parity_models, animation_mode=mode, cpu=True, batch_size=3)
     assert len(frames) == len(driving) and frames[0].shape == (64, 64, 3)
     error = np.abs(np.stack(frames).transpose(0, 3, 1, 2) - expected[f"animate.{mode}.prediction"]).max()
-    assert error <= TOLERANCE
+    assert error <= reference_tolerance(mode)
 
 
-def test_initial_frame_is_the_reference_of_relative_motion(shared_dir, parity_models):
+def test_initial_frame_is_the_reference_of_relative_motion(parity_dir, parity_models):
     """Animating from frame k equals the reference's backward + forward passes that both start at frame k."""
-    expected = parity_arrays(shared_dir)
+    expected = parity_arrays(parity_dir)
     source = expected["source"][0].transpose(1, 2, 0)
     driving = list(expected["driving"].transpose(0, 2, 3, 1))
     k = 2
@@ -64,8 +65,8 @@ def test_initial_frame_is_the_reference_of_relative_motion(shared_dir, parity_mo
     assert np.abs(np.stack(ours) - np.stack(reference)).max() <= TOLERANCE
 
 
-def test_layout_distance_is_zero_for_the_source_and_ignores_position_and_size(shared_dir, parity_models):
-    expected = parity_arrays(shared_dir)
+def test_layout_distance_is_zero_for_the_source_and_ignores_position_and_size(parity_dir, parity_models):
+    expected = parity_arrays(parity_dir)
     source = torch.from_numpy(expected["source"])
     animator = Animator(source, *parity_models)
     distances = animator.layout_distance(torch.cat([torch.from_numpy(expected["driving"]), source]))  # (T + 1,)
@@ -74,7 +75,7 @@ def test_layout_distance_is_zero_for_the_source_and_ignores_position_and_size(sh
     assert torch.allclose(region_layout(shift * 0.5 + 0.2), region_layout(shift), atol=1e-5)
 
 
-def test_avd_mode_needs_an_avd_network(shared_dir, parity_models):
+def test_avd_mode_needs_an_avd_network(parity_dir, parity_models):
     generator, region_predictor, _ = parity_models
     with pytest.raises(ValueError, match="needs an AVD network"):
         Animator(torch.rand(1, 3, 64, 64), generator, region_predictor, None, mode="avd")
@@ -110,21 +111,21 @@ def test_video_writer_refuses_unknown_formats(tmp_path):
 
 
 @pytest.fixture
-def eval_setup(tmp_path, shared_dir):
+def eval_setup(tmp_path, parity_dir):
     """A 3-video dataset (6 frames of 64x64 each) and a config for it; returns (config path, dataset)."""
-    root = write_dataset(tmp_path / "data", shared_dir)
-    config_path = write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=2, mode="avd")
+    root = write_dataset(tmp_path / "data", parity_dir)
+    config_path = write_eval_config(tmp_path / "config.yaml", parity_dir, root, num_pairs=2, mode="avd")
     config = load_config(config_path)
     return config_path, FramesDataset(is_train=False, **config["dataset_params"])
 
 
-def test_animate_mode_writes_a_video_and_a_png_strip_per_pair(eval_setup, tmp_path, shared_dir):
+def test_animate_mode_writes_a_video_and_a_png_strip_per_pair(eval_setup, tmp_path, parity_dir):
     config_path, dataset = eval_setup
     config = load_config(config_path)
     log_dir = tmp_path / "log"
-    out_dir = animate(config, build_models(config), parity_paths(shared_dir)[1], log_dir, dataset, "cpu",
+    out_dir = animate(config, build_models(config), parity_paths(parity_dir)[1], log_dir, dataset, "cpu",
                       batch_size=4)
-    models = load_checkpoints(config_path, parity_paths(shared_dir)[1], cpu=True)
+    models = load_checkpoints(config_path, parity_paths(parity_dir)[1], cpu=True)
     strips = sorted((out_dir / "png").glob("*.png"))
     assert len(strips) == 2 and len(list(out_dir.glob("*.mp4"))) == 2
     for strip in strips:
@@ -141,9 +142,9 @@ def test_animate_mode_writes_a_video_and_a_png_strip_per_pair(eval_setup, tmp_pa
         assert np.abs(image.astype(int) - expected).max() <= 1
 
 
-def test_animate_mode_avd_without_avd_network_is_a_clear_error(eval_setup, tmp_path, shared_dir):
+def test_animate_mode_avd_without_avd_network_is_a_clear_error(eval_setup, tmp_path, parity_dir):
     config_path, dataset = eval_setup
-    checkpoint = torch.load(parity_paths(shared_dir)[1], map_location="cpu", weights_only=True)
+    checkpoint = torch.load(parity_paths(parity_dir)[1], map_location="cpu", weights_only=True)
     del checkpoint["avd_network"]
     no_avd = tmp_path / "no_avd.pth"
     torch.save(checkpoint, no_avd)
@@ -157,8 +158,8 @@ def test_animate_mode_avd_without_avd_network_is_a_clear_error(eval_setup, tmp_p
     assert len(list((out_dir / "png").glob("*.png"))) == 1
 
 
-def test_load_checkpoints_without_avd_network(tmp_path, shared_dir):
-    config_path, checkpoint_path = parity_paths(shared_dir)
+def test_load_checkpoints_without_avd_network(tmp_path, parity_dir):
+    config_path, checkpoint_path = parity_paths(parity_dir)
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     del checkpoint["avd_network"]
     torch.save(checkpoint, tmp_path / "no_avd.pth")
@@ -170,27 +171,27 @@ def test_load_checkpoints_without_avd_network(tmp_path, shared_dir):
                                                   generator.state_dict().values()))
 
 
-def test_animate_mode_follows_the_pairs_list(tmp_path, shared_dir):
-    root = write_dataset(tmp_path / "data", shared_dir, num_frames=3)
+def test_animate_mode_follows_the_pairs_list(tmp_path, parity_dir):
+    root = write_dataset(tmp_path / "data", parity_dir, num_frames=3)
     (tmp_path / "pairs.csv").write_text("source,driving\nvid2,vid0\n")
-    config = load_config(write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=5, mode="standard"))
+    config = load_config(write_eval_config(tmp_path / "config.yaml", parity_dir, root, num_pairs=5, mode="standard"))
     config["dataset_params"]["pairs_list"] = str(tmp_path / "pairs.csv")
     dataset = FramesDataset(is_train=False, **config["dataset_params"])
-    out_dir = animate(config, build_models(config), parity_paths(shared_dir)[1], tmp_path / "log", dataset, "cpu")
+    out_dir = animate(config, build_models(config), parity_paths(parity_dir)[1], tmp_path / "log", dataset, "cpu")
     assert [path.name for path in (out_dir / "png").iterdir()] == ["vid0-vid2.png"]
 
 
 @pytest.mark.filterwarnings("ignore:.*name videos that are not in the test set")
 @pytest.mark.parametrize("rows,words", [("source,driving\nnope,also_nope\n", "no pair"),
                                         ("driving\nvid0\n", "needs 'source' and 'driving' columns")])
-def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words, tmp_path, shared_dir, capsys):
+def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words, tmp_path, parity_dir, capsys):
     import run
-    root = write_dataset(tmp_path / "data", shared_dir, num_frames=3)
+    root = write_dataset(tmp_path / "data", parity_dir, num_frames=3)
     (tmp_path / "pairs.csv").write_text(rows)
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root, mode="standard")
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, root, mode="standard")
     config.write_text(config.read_text().replace("dataset_params:\n", f"dataset_params:\n  pairs_list: "
                                                                       f"{tmp_path / 'pairs.csv'}\n"))
-    code = run.cli(["--config", str(config), "--mode", "animate", "--checkpoint", str(parity_paths(shared_dir)[1]),
+    code = run.cli(["--config", str(config), "--mode", "animate", "--checkpoint", str(parity_paths(parity_dir)[1]),
                     "--log_dir", str(tmp_path / "log"), "--device", "cpu"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and words in errors[0] and str(tmp_path / "pairs.csv") in errors[0]
@@ -201,12 +202,12 @@ def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words,
 # --precision in the evaluation modes
 
 
-def test_reconstruction_and_animate_modes_run_in_bf16_close_to_float32(tmp_path, shared_dir):
+def test_reconstruction_and_animate_modes_run_in_bf16_close_to_float32(tmp_path, parity_dir):
     """``run.py --precision bf16`` reaches both modes: their outputs are those of float32 up to bf16 rounding."""
     import run
-    root = write_dataset(tmp_path / "data", shared_dir, num_videos=2, num_frames=3)
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_pairs=1, mode="relative")
-    checkpoint = str(parity_paths(shared_dir)[1])
+    root = write_dataset(tmp_path / "data", parity_dir, num_videos=2, num_frames=3)
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, root, num_pairs=1, mode="relative")
+    checkpoint = str(parity_paths(parity_dir)[1])
     outputs = {}
     for precision in ("fp32", "bf16"):
         for mode in ("reconstruction", "animate"):
@@ -224,10 +225,10 @@ def test_reconstruction_and_animate_modes_run_in_bf16_close_to_float32(tmp_path,
     assert l1_bf16 == pytest.approx(l1, rel=0.05)
 
 
-def test_precision_outside_the_evaluation_modes_is_one_error_line(tmp_path, shared_dir, capsys):
+def test_precision_outside_the_evaluation_modes_is_one_error_line(tmp_path, parity_dir, capsys):
     import run
-    root = write_dataset(tmp_path / "data", shared_dir, num_videos=1, num_frames=2)
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root)
+    root = write_dataset(tmp_path / "data", parity_dir, num_videos=1, num_frames=2)
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, root)
     code = run.cli(["--config", str(config), "--mode", "train", "--log_dir", str(tmp_path / "log"), "--device",
                     "cpu", "--precision", "bf16"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -236,10 +237,10 @@ def test_precision_outside_the_evaluation_modes_is_one_error_line(tmp_path, shar
 
 
 @pytest.mark.parametrize("precision", ["fp64", "half"])
-def test_unknown_precision_is_refused_before_any_work(precision, eval_setup, tmp_path, shared_dir):
+def test_unknown_precision_is_refused_before_any_work(precision, eval_setup, tmp_path, parity_dir):
     config_path, dataset = eval_setup
     config = load_config(config_path)
     with pytest.raises(ValueError, match="unknown precision.*fp32, bf16, fp16"):
-        animate(config, build_models(config), parity_paths(shared_dir)[1], tmp_path / "log", dataset, "cpu",
+        animate(config, build_models(config), parity_paths(parity_dir)[1], tmp_path / "log", dataset, "cpu",
                 precision=precision)
     assert not (tmp_path / "log").exists()

@@ -86,10 +86,10 @@ def test_ddp_wrapped_models_save_plain_keys(tmp_path):
     assert "first.conv.weight" in read_checkpoint(path)["generator"]
 
 
-def test_region_count_mismatch_is_explained(tmp_path, shared_dir):
+def test_region_count_mismatch_is_explained(tmp_path, parity_dir):
     models = tiny_models(num_regions=6)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(shared_dir / "parity" / "mraa" / "checkpoint.pth", models, config_name="mine.yaml")
+        load_checkpoint(parity_dir / "mraa" / "checkpoint.pth", models, config_name="mine.yaml")
     assert "checkpoint has 5 regions, mine.yaml asks for 6" in str(info.value)
 
 
@@ -124,8 +124,8 @@ def test_files_that_are_not_checkpoints(tmp_path, content, expected):
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.97])
-def test_truncated_checkpoints(tmp_path, shared_dir, fraction):
-    data = (shared_dir / "parity" / "mraa" / "checkpoint.pth").read_bytes()
+def test_truncated_checkpoints(tmp_path, parity_dir, fraction):
+    data = (parity_dir / "mraa" / "checkpoint.pth").read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[:int(len(data) * fraction)])
     with pytest.raises(CheckpointError, match="truncated"):

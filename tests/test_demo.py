@@ -20,12 +20,12 @@ NUM_FRAMES, FPS = 10, 12
 
 
 @pytest.fixture
-def media(tmp_path, shared_dir):
+def media(tmp_path, parity_dir):
     """Paths of the parity config and checkpoint, a 64x64 source image and a 10-frame 12 fps driving video."""
-    config, checkpoint = parity_paths(shared_dir)
+    config, checkpoint = parity_paths(parity_dir)
     source = tmp_path / "source.png"
-    iio.imwrite(source, source_image(shared_dir))
-    driving = write_video(tmp_path / "driving.mp4", driving_frames(shared_dir, NUM_FRAMES), fps=FPS)
+    iio.imwrite(source, source_image(parity_dir))
+    driving = write_video(tmp_path / "driving.mp4", driving_frames(parity_dir, NUM_FRAMES), fps=FPS)
     return {"config": config, "checkpoint": checkpoint, "source_image": source, "driving_video": driving,
             "result_video": tmp_path / "result.mp4"}
 
@@ -54,9 +54,9 @@ def test_each_mode_keeps_frame_count_and_rate(mode, media, capsys):
     assert iio.improps(result).shape[1:] == (64, 64, 3)
 
 
-def test_find_best_frame_picks_the_frame_posed_like_the_source(media, capsys, shared_dir, tmp_path):
-    frames = driving_frames(shared_dir, NUM_FRAMES)
-    frames[6] = source_image(shared_dir)  # frame 6 is the source itself: its region layout matches exactly
+def test_find_best_frame_picks_the_frame_posed_like_the_source(media, capsys, parity_dir, tmp_path):
+    frames = driving_frames(parity_dir, NUM_FRAMES)
+    frames[6] = source_image(parity_dir)  # frame 6 is the source itself: its region layout matches exactly
     driving = write_video(tmp_path / "posed.mp4", frames, fps=FPS)
     code, lines = run(capsys, media, "--find_best_frame", "--batch_size", "4", driving_video=driving)
     assert code == 0 and "note: best frame: 6" in lines, lines
@@ -92,10 +92,10 @@ def test_audio_on_a_silent_video_gives_a_silent_result(media, capsys):
     assert count_frames(media["result_video"]) == NUM_FRAMES and not has_audio(media["result_video"])
 
 
-def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, shared_dir, capsys):
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, tmp_path)  # frame_shape 64x64
+def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, parity_dir, capsys):
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, tmp_path)  # frame_shape 64x64
     source = tmp_path / "big.png"
-    iio.imwrite(source, np.repeat(np.repeat(source_image(shared_dir), 2, axis=0), 2, axis=1))  # 128x128
+    iio.imwrite(source, np.repeat(np.repeat(source_image(parity_dir), 2, axis=0), 2, axis=1))  # 128x128
     argv = ["--config", str(config), "--checkpoint", str(media["checkpoint"]), "--source_image", str(source),
             "--driving_video", str(media["driving_video"]), "--result_video", str(media["result_video"]),
             "--cpu", "--quiet"]
@@ -105,8 +105,8 @@ def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, shared_d
 
 @pytest.mark.parametrize("kind,channels", [("alpha", 4), ("grey", 1), ("grey with alpha", 2)])
 def test_images_with_alpha_or_one_channel_are_used_as_rgb_with_a_note(kind, channels, media, capsys, tmp_path,
-                                                                      shared_dir):
-    image = source_image(shared_dir)
+                                                                      parity_dir):
+    image = source_image(parity_dir)
     if channels == 4:
         image = np.concatenate([image, np.full_like(image[..., :1], 255)], axis=2)
     elif channels == 1:
@@ -121,17 +121,17 @@ def test_images_with_alpha_or_one_channel_are_used_as_rgb_with_a_note(kind, chan
     assert any(line.startswith("note:") and str(path) in line and word in line for line in lines), lines
 
 
-def test_a_non_square_image_is_resized_with_a_note(media, capsys, tmp_path, shared_dir):
+def test_a_non_square_image_is_resized_with_a_note(media, capsys, tmp_path, parity_dir):
     path = tmp_path / "wide.png"
-    iio.imwrite(path, np.concatenate([source_image(shared_dir)] * 2, axis=1))  # 64x128
+    iio.imwrite(path, np.concatenate([source_image(parity_dir)] * 2, axis=1))  # 64x128
     code, lines = run(capsys, media, source_image=path)
     assert code == 0 and any("64x128" in line and str(path) in line and "resized" in line for line in lines)
 
 
-def test_the_source_is_resized_like_the_reference_did(media, shared_dir):
+def test_the_source_is_resized_like_the_reference_did(media, parity_dir):
     """read_source at the model's size equals the image itself at that size."""
     image = pipeline.read_source(media["source_image"], (64, 64))
-    assert image.shape == (64, 64, 3) and np.abs(image * 255 - source_image(shared_dir)).max() < 1e-3
+    assert image.shape == (64, 64, 3) and np.abs(image * 255 - source_image(parity_dir)).max() < 1e-3
 
 
 def _garbage(path):
@@ -139,14 +139,14 @@ def _garbage(path):
     return path
 
 
-def _mismatched_config(tmp_path, shared_dir):
-    config = write_eval_config(tmp_path / "config10.yaml", shared_dir, tmp_path)
+def _mismatched_config(tmp_path, parity_dir):
+    config = write_eval_config(tmp_path / "config10.yaml", parity_dir, tmp_path)
     config.write_text(config.read_text().replace("num_regions: 5", "num_regions: 10"))
     return config
 
 
 BAD_INPUTS = {
-    # name: (function of (tmp_path, shared_dir) -> {flag: path}, the words the error must hold besides the path)
+    # name: (function of (tmp_path, parity_dir) -> {flag: path}, the words the error must hold besides the path)
     "missing image": (lambda tmp, shared: {"source_image": tmp / "nope.png"}, "not found"),
     "unreadable image": (lambda tmp, shared: {"source_image": _garbage(tmp / "bad.png")}, "cannot read image"),
     "missing video": (lambda tmp, shared: {"driving_video": tmp / "nope.mp4"}, "not found"),
@@ -165,9 +165,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_a_one_line_error_naming_the_file(case, media, capsys, tmp_path, shared_dir):
+def test_bad_input_is_a_one_line_error_naming_the_file(case, media, capsys, tmp_path, parity_dir):
     make, words = BAD_INPUTS[case]
-    changes = make(tmp_path, shared_dir)
+    changes = make(tmp_path, parity_dir)
     code, lines = run(capsys, media, **changes)
     assert_one_line_error(code, lines, next(iter(changes.values())), words)
     assert not media["result_video"].exists()
@@ -255,11 +255,11 @@ def test_an_interrupted_demo_keeps_the_earlier_result(media, capsys, monkeypatch
 
 
 @pytest.mark.slow
-def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_intact(media, tmp_path, shared_dir):
+def test_sigterm_and_ctrl_c_end_the_demo_with_one_line_and_the_earlier_result_intact(media, tmp_path, parity_dir):
     """Through the real command line: the signal arrives while the result is being written."""
     import signal
     import time
-    long_video = write_video(tmp_path / "long.mp4", driving_frames(shared_dir, 400), fps=FPS)
+    long_video = write_video(tmp_path / "long.mp4", driving_frames(parity_dir, 400), fps=FPS)
     result = media["result_video"]
     result.write_bytes(b"an earlier result")
     args = {**media, "driving_video": long_video}
@@ -303,8 +303,8 @@ def test_sizes_the_networks_cannot_take_are_refused_where_read(shape, words, med
     assert not media["result_video"].exists()
 
 
-def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_path, shared_dir, capsys):
-    config = write_eval_config(tmp_path / "null.yaml", shared_dir, tmp_path)
+def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_path, parity_dir, capsys):
+    config = write_eval_config(tmp_path / "null.yaml", parity_dir, tmp_path)
     config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
     assert "frame_shape: null" in config.read_text()
     args = demo.parse_args(["--config", str(config)])
@@ -314,12 +314,12 @@ def test_frame_shape_null_falls_back_to_the_authors_384_with_a_note(media, tmp_p
     assert pipeline.choose_img_shape(args.config, args.img_shape) == (64, 64) and "note" not in capsys.readouterr().err
 
 
-def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, shared_dir):
+def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, parity_dir):
     from PIL import Image
     path = tmp_path / "cmyk.jpg"
-    Image.fromarray(source_image(shared_dir)).convert("CMYK").save(path, quality=100)
+    Image.fromarray(source_image(parity_dir)).convert("CMYK").save(path, quality=100)
     image = pipeline.read_source(path, (64, 64))
-    assert np.abs(image * 255 - source_image(shared_dir).astype(float)).mean() < 4
+    assert np.abs(image * 255 - source_image(parity_dir).astype(float)).mean() < 4
     assert "alpha" not in capsys.readouterr().err
 
 

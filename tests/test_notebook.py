@@ -16,11 +16,11 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat (requirements-test.t
 NUM_FRAMES, FPS = 8, 10
 
 
-def test_notebook_runs_and_shows_the_animation(tmp_path, shared_dir, monkeypatch):
-    _, checkpoint = parity_paths(shared_dir)
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, tmp_path)  # frame_shape 64x64
-    iio.imwrite(tmp_path / "source.png", source_image(shared_dir))
-    write_video(tmp_path / "driving.mp4", driving_frames(shared_dir, NUM_FRAMES + 4), fps=FPS)
+def test_notebook_runs_and_shows_the_animation(tmp_path, parity_dir, monkeypatch):
+    _, checkpoint = parity_paths(parity_dir)
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, tmp_path)  # frame_shape 64x64
+    iio.imwrite(tmp_path / "source.png", source_image(parity_dir))
+    write_video(tmp_path / "driving.mp4", driving_frames(parity_dir, NUM_FRAMES + 4), fps=FPS)
     result = tmp_path / "side_by_side.mp4"
     for key, value in {"CONFIG": config, "CHECKPOINT": checkpoint, "SOURCE": tmp_path / "source.png",
                        "DRIVING": tmp_path / "driving.mp4", "MODE": "avd", "MAX_FRAMES": NUM_FRAMES,

@@ -19,11 +19,11 @@ NUM_FRAMES = 6
 
 
 @pytest.fixture
-def setup(tmp_path, shared_dir):
+def setup(tmp_path, parity_dir):
     """(config, dataset, checkpoint): 3 test videos of 6 frames, reconstruction_params.num_videos = 2."""
-    root = write_dataset(tmp_path / "data", shared_dir, num_videos=3, num_frames=NUM_FRAMES)
-    config = load_config(write_eval_config(tmp_path / "config.yaml", shared_dir, root, num_videos=2))
-    return config, FramesDataset(is_train=False, **config["dataset_params"]), parity_paths(shared_dir)[1]
+    root = write_dataset(tmp_path / "data", parity_dir, num_videos=3, num_frames=NUM_FRAMES)
+    config = load_config(write_eval_config(tmp_path / "config.yaml", parity_dir, root, num_videos=2))
+    return config, FramesDataset(is_train=False, **config["dataset_params"]), parity_paths(parity_dir)[1]
 
 
 def test_outputs_and_metrics_file(setup, tmp_path):
@@ -173,24 +173,24 @@ def _run_cli(capsys, *argv):
     return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-def test_frame_shape_null_with_a_size_the_networks_cannot_take_is_one_line(tmp_path, shared_dir, capsys):
+def test_frame_shape_null_with_a_size_the_networks_cannot_take_is_one_line(tmp_path, parity_dir, capsys):
     root = tmp_path / "data"
     for split in ("train", "test"):
         (root / split / "odd").mkdir(parents=True)
         for t in range(2):
             iio.imwrite(root / split / "odd" / f"{t}.png", np.zeros((50, 70, 3), np.uint8))
-    config = write_eval_config(tmp_path / "config.yaml", shared_dir, root)
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, root)
     config.write_text(config.read_text().replace("frame_shape:\n  - 64\n  - 64\n  - 3", "frame_shape: null"))
     code, lines = _run_cli(capsys, "--config", config, "--mode", "reconstruction", "--checkpoint",
-                           parity_paths(shared_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
+                           parity_paths(parity_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
     errors = [line for line in lines if line.startswith("error:")]
     assert code == 1 and len(errors) == 1, lines
     assert str(root / "test" / "odd") in errors[0] and "50x70" in errors[0] and "multiples of 16" in errors[0]
 
 
-def test_a_checkpoint_that_does_not_fit_names_the_config_file(setup, tmp_path, shared_dir, capsys):
-    config = write_eval_config(tmp_path / "config10.yaml", shared_dir, tmp_path / "data")
+def test_a_checkpoint_that_does_not_fit_names_the_config_file(setup, tmp_path, parity_dir, capsys):
+    config = write_eval_config(tmp_path / "config10.yaml", parity_dir, tmp_path / "data")
     config.write_text(config.read_text().replace("num_regions: 5", "num_regions: 10"))
     code, lines = _run_cli(capsys, "--config", config, "--mode", "reconstruction", "--checkpoint",
-                           parity_paths(shared_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
+                           parity_paths(parity_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
     assert code == 1 and any(f"{config} asks for 10" in line for line in lines), lines

@@ -29,8 +29,8 @@ def test_random_covariances(dtype, scale):
     assert_like_lapack(covar[well_conditioned])
 
 
-def test_region_like_covariances_and_the_parity_affines(shared_dir):
-    expected = np.load(shared_dir / "parity" / "mraa" / "expected.npz")
+def test_region_like_covariances_and_the_parity_affines(parity_dir):
+    expected = np.load(parity_dir / "mraa" / "expected.npz")
     for prefix in ("source_region_params", "driving_region_params"):
         covar = torch.from_numpy(expected[f"{prefix}.covar"])
         u, s = svd_2x2(covar)
