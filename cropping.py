@@ -1,5 +1,5 @@
 """Cropping a user's photo and video the way the training data were cropped: a square around the face
-(talking-head models) or around the whole figure (body models), one fixed box per scene of a video.
+(talking-head models) or around the whole figure (body models), one fixed box per camera shot of a video.
 
 The detectors are OpenCV's classic ones, which ship inside the ``opencv-python-headless`` wheel and so work
 offline once installed: Haar cascades for frontal and profile faces, and the HOG people detector. OpenCV 5
@@ -26,8 +26,9 @@ try:
 except ImportError:  # installed by requirements-app.txt; require_opencv() says so where it is needed
     cv2 = None
 
-from media import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITE_OPTIONS, VideoWriter, atomic_file, has_audio,
-                   iter_video_frames, read_image, video_info, write_image)
+from media import (IMAGE_EXTENSIONS, MAX_PIXELS, VIDEO_EXTENSIONS, WRITE_OPTIONS, MediaError, VideoWriter,
+                   atomic_file, check_pixels, check_writable, has_audio, iter_video_frames, read_image, same_file,
+                   video_info, write_image)
 
 VIDEO_FORMATS = tuple(WRITE_OPTIONS)  # the video formats a crop can be written in
 
@@ -38,8 +39,15 @@ FACE_OF_FRAME = 0.25  # auto: a face at least this fraction of the frame's short
 MIN_FACE_NEIGHBOURS = 5  # Haar detections supporting a face candidate: real faces had 5-45 ...
 STRONG_FACE = 12  # ... and false ones (clothes, hands) 4-13; a face this well supported anchors a video's track
 MIN_PERSON_WEIGHT = 0.5  # HOG SVM score of a whole figure accepted without a face
-SCENE_GROWTH = 1.6  # a scene ends when the union of its objects grows past this many times their mean side
-MEDIAN_WINDOW = 9  # frames over which the per-frame boxes are median-filtered
+MEDIAN_WINDOW = 9  # frames over which the per-frame boxes are median-filtered into the track outliers are met by
+OUTLIER_DISTANCE = 1.0  # a detection whose centre is this many track sides off the track is a false one ...
+OUTLIER_SCALE = 2.0  # ... and so is one this many times larger or smaller than the track
+CUT_SIDE = 32  # shots are found on grey thumbnails this small: noise and small motions average out
+CUT_WINDOW = 15  # a frame difference is compared with the median of those this many frames either side ...
+CUT_RATIO = 6.0  # ... and is a cut when this many times larger (a continuous talk: at most 2x) ...
+CUT_MIN = 10.0  # ... and at least this many grey levels (of 255), so a near-still video's flicker is no cut
+FLASH_FRAMES = 2  # a jump whose content comes back within this many frames is a flash, not a cut
+SIZES = (16, 4096)  # the side of a crop, in pixels: 4096 is 48 MB a frame, beyond any model here
 MAX_DETECTIONS = 120  # frames of a video looked at (evenly spaced); the others take their neighbours' box
 DETECT_SIDE = 480  # frames are scaled down to this short side for the detectors
 
@@ -247,48 +255,95 @@ def median_filter(boxes, window=MEDIAN_WINDOW):
     return [Box(*np.median(array[max(0, t - half):t + half + 1], axis=0)) for t in range(len(array))]
 
 
-def split_scenes(boxes, growth=SCENE_GROWTH):
-    """Frame ranges [(start, end), ...] (end inclusive) over which the union of ``boxes`` stays within ``growth``
-    times their mean side: a new scene starts where the object leaves the box. Linear in the frame count."""
-    array = np.array(boxes, dtype=np.float64)  # (T, 4): left, top, right, bottom
-    sides = np.maximum(array[:, 2] - array[:, 0], array[:, 3] - array[:, 1])  # (T,)
-    scenes, start = [], 0
-    while start < len(array):
-        rest = array[start:]  # (T', 4)
-        low = np.minimum.accumulate(rest[:, :2], axis=0)  # (T', 2): the union's left, top so far
-        high = np.maximum.accumulate(rest[:, 2:], axis=0)  # (T', 2): its right, bottom
-        union_side = (high - low).max(axis=1)  # (T',)
-        mean_side = np.cumsum(sides[start:]) / np.arange(1, len(rest) + 1)  # (T',)
-        grown = np.flatnonzero(union_side > growth * mean_side)
-        end = start + (int(grown[0]) if len(grown) else len(rest))  # first frame of the next scene
-        scenes.append((start, end - 1))
-        start = end
-    return scenes
+def grown(box, amount):
+    """``box`` grown by ``amount`` pixels on each side."""
+    return Box(box.left - amount, box.top - amount, box.right + amount, box.bottom + amount)
 
 
-def square_around(box, frame_shape, margin, keep_top=False):
-    """The square of side ``box.side * (1 + 2 margin)`` centred on ``box``, moved inside the frame (H, W).
+def square_around(box, frame_shape, margin, keep_top=False, unit=None):
+    """The square holding ``box`` grown by ``margin`` times ``unit`` (an object's side; by default the box's) on
+    each side, centred on it and moved inside the frame (H, W).
 
-    A square larger than the frame's short side shrinks to it; it then keeps the box's top (``keep_top``, for a
-    figure: the head matters more than the feet) or its centre.
+    A square larger than the frame's short side shrinks to it; it then keeps the grown box's top (``keep_top``,
+    for a figure: the head matters more than the feet) or its centre.
     """
+    wide = grown(box, margin * (box.side if unit is None else unit))
+    side = min(wide.side, *frame_shape)
+    cx, cy = wide.centre
+    top = wide.top if keep_top and side < wide.height else cy - side / 2
+    return pixel_square(cx - side / 2, top, side, frame_shape)
+
+
+def pixel_square(left, top, side, frame_shape):
+    """The square of ``side`` at (left, top), shrunk to the frame (H, W) and moved inside it, in whole pixels
+    (rounding the side once keeps it square)."""
     H, W = frame_shape
-    side = min(box.side * (1 + 2 * margin), H, W)
-    cx, cy = box.centre
-    top = box.top - margin * box.side if keep_top and side < box.height * (1 + 2 * margin) else cy - side / 2
-    left = min(max(cx - side / 2, 0.0), W - side)
-    top = min(max(top, 0.0), H - side)
-    return Box(left, top, left + side, top + side).rounded()
+    side = int(min(round(side), H, W))
+    left, top = int(min(max(round(left), 0), W - side)), int(min(max(round(top), 0), H - side))
+    return Box(left, top, left + side, top + side)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shots: where the camera cuts, from the frames themselves
+
+
+def thumbnail(frame):
+    """(H, W, 3) uint8 -> (CUT_SIDE, CUT_SIDE) uint8 grey: what shots are told apart by."""
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)  # (H, W)
+    return cv2.resize(grey, (CUT_SIDE, CUT_SIDE), interpolation=cv2.INTER_AREA)  # (CUT_SIDE, CUT_SIDE)
+
+
+def frame_differences(thumbnails):
+    """Mean absolute grey difference (of 255) of each thumbnail (T, s, s) from the one before: (T - 1,)."""
+    array = np.asarray(thumbnails, dtype=np.float32)  # (T, s, s)
+    return np.abs(array[1:] - array[:-1]).mean(axis=(1, 2))  # (T - 1,)
+
+
+def _difference(thumbnails, a, b):
+    return float(np.abs(thumbnails[a].astype(np.float32) - thumbnails[b]).mean())
+
+
+def find_cuts(thumbnails):
+    """The frames that start a new camera shot, from grey thumbnails (T, s, s), in order.
+
+    A cut is a jump in content: frame t differs from frame t - 1 by at least CUT_MIN grey levels and CUT_RATIO
+    times the median difference around it (the video's own motion: a pan is fast everywhere, a cut happens
+    once). A jump is no cut when the content comes back within FLASH_FRAMES frames (a flash, a dropped frame),
+    nor when it follows the last cut that closely (a frame of a fade through white).
+    """
+    differences = frame_differences(thumbnails)  # (T - 1,): differences[t - 1] is frame t against frame t - 1
+    T, cuts = len(thumbnails), []
+    for t in range(1, T):
+        low, high = max(0, t - 1 - CUT_WINDOW), min(T - 1, t + CUT_WINDOW)
+        around = np.delete(differences[low:high], t - 1 - low)  # (up to 2 CUT_WINDOW,)
+        threshold = max(CUT_MIN, CUT_RATIO * float(np.median(around)) if len(around) else 0.0)
+        if differences[t - 1] < threshold or (cuts and t - cuts[-1] < FLASH_FRAMES) or t < FLASH_FRAMES:
+            continue
+        straddling = [(a, b) for a in range(max(0, t - FLASH_FRAMES), t) for b in range(t, min(T, t + FLASH_FRAMES))
+                      if (a, b) != (t - 1, t)]
+        if all(_difference(thumbnails, a, b) >= threshold for a, b in straddling):
+            cuts.append(t)
+    return cuts
+
+
+def shot_ranges(cuts, num_frames):
+    """[(start, end), ...] (end inclusive) of the shots that ``cuts`` (frames that start one) divide into."""
+    starts = [0] + [t for t in cuts if 0 < t < num_frames]
+    return [(start, end - 1) for start, end in zip(starts, starts[1:] + [num_frames])]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One box per shot
 
 
 @dataclass
 class Scene:
-    """One fixed crop for frames ``start`` to ``end`` (inclusive)."""
+    """One fixed crop for frames ``start`` to ``end`` (inclusive): a camera shot."""
     start: int
     end: int
     box: Box  # the square crop, rounded to pixels
-    object: Box  # the face or figure it was built around (union over the scene)
-    face: Optional[Box] = None  # the median face of the scene, the scale reference of --like
+    object: Box  # the face or figure it was built around: the union of the shot's detections
+    face: Optional[Box] = None  # the median face of the shot, the scale reference of --like
 
     def as_json(self):
         entry = {"frames": [self.start, self.end], "box": [int(v) for v in self.box],
@@ -302,51 +357,74 @@ def median_box(boxes):
     return Box(*np.median(np.array(boxes, dtype=np.float64), axis=0))
 
 
-def plan_scenes(found, target, frame_shape, like=None):
-    """Scenes with one fixed square box each, from per-frame detections (``Found`` or None where not looked).
+def reject_outliers(boxes, track):
+    """``boxes`` (None where none) with None for each box far from ``track`` (a box per frame): a centre more
+    than OUTLIER_DISTANCE of the track's side away, or a side OUTLIER_SCALE times larger or smaller."""
+    kept = []
+    for box, reference in zip(boxes, track):
+        near = box is not None and math.dist(box.centre, reference.centre) <= OUTLIER_DISTANCE * reference.side \
+            and 1 / OUTLIER_SCALE <= box.side / reference.side <= OUTLIER_SCALE
+        kept.append(box if near else None)
+    return kept
 
-    ``like``: a source's report (dict); the boxes are then sized so that the face (else the object) takes the
-    same fraction of the crop, at the same place, as in the cropped source.
+
+def plan_scenes(found, target, frame_shape, like=None, cuts=()):
+    """One Scene per camera shot (``cuts``: the frames that start one), from per-frame detections (``Found``, or
+    None where not looked); [] when nothing is found.
+
+    The box of a shot holds its object in every frame: the union of the shot's detections (a false one, far
+    from the median-filtered track, left out), grown by the target's margin. ``like``: a source's report
+    (dict); the box then gives the face (else the object) the share of the crop and the place it has in the
+    cropped source, grown where the object moves further than that box holds.
     """
     tracked = track_faces(found)
-    faces = fill_gaps(tracked)
     if target == "face":
-        objects = faces
+        detections = tracked
     else:
-        objects = fill_gaps([figure_of(face, f.body, frame_shape) if f else None for face, f in zip(tracked, found)])
-    if all(b is None for b in objects):
+        detections = [figure_of(face, f.body, frame_shape) if f else None for face, f in zip(tracked, found)]
+    if all(b is None for b in detections):
         return []
-    objects = median_filter(objects)
-    scenes = []
-    for start, end in split_scenes(objects):
-        scene_faces = [b for b in faces[start:end + 1] if b is not None]
-        face = median_box(scene_faces) if scene_faces else None
-        obj = union(objects[start:end + 1])
-        if like is not None:
-            box = like_box(like, median_box(objects[start:end + 1]), face, frame_shape)
-        elif target == "face":
-            box = square_around(obj, frame_shape, FACE_MARGIN)
-        else:
-            box = square_around(obj, frame_shape, PERSON_MARGIN, keep_top=True)
-        scenes.append(Scene(start, end, box, obj, face))
-    return scenes
+    filled = fill_gaps(detections)
+    return [plan_shot(slice(start, end + 1), detections, filled, tracked, target, frame_shape, like)
+            for start, end in shot_ranges(cuts, len(found))]
 
 
-def like_box(report, obj, face, frame_shape):
+def plan_shot(frames, detections, filled, tracked, target, frame_shape, like):
+    """The Scene of the shot ``frames`` (a slice); see plan_scenes."""
+    own = detections[frames]
+    if any(b is not None for b in own):
+        track = median_filter(fill_gaps(own))
+        kept = [b for b in reject_outliers(own, track) if b is not None] or track
+    else:  # nothing found in this shot: its neighbours' boxes
+        kept = median_filter(filled[frames])
+    obj = union(kept)
+    unit = float(np.median([b.side for b in kept]))  # the object's side, which the margin is measured in
+    faces = kept if target == "face" else [b for b in tracked[frames] if b is not None]
+    face = median_box(faces) if faces else None
+    margin = FACE_MARGIN if target == "face" else PERSON_MARGIN
+    if like is not None:
+        box = like_box(like, median_box(kept), face, frame_shape, hold=grown(obj, margin * unit))
+    else:
+        box = square_around(obj, frame_shape, margin, keep_top=target != "face", unit=unit)
+    return Scene(frames.start, frames.stop - 1, box, obj, face)
+
+
+def like_box(report, obj, face, frame_shape, hold=None):
     """The square in which ``face`` (or else ``obj``) has the size and place that the report's face (object)
-    has in its crop. Shrunk to the frame and moved inside it when it would leave the frame."""
+    has in its crop, grown and moved to hold ``hold`` (the shot's object with its margin) where it can (the top
+    first), then moved inside the frame (H, W) and shrunk to it."""
     source = report["scenes"][0]
     use_face = face is not None and "face" in source
     reference, mine = (Box(*source["face"]), face) if use_face else (Box(*source["object"]), obj)
     crop = Box(*source["box"])
-    side = mine.side * crop.side / reference.side
+    hold = hold or mine
     dx, dy = ((a - b) / crop.side for a, b in zip(reference.centre, crop.centre))  # object's offset in the crop
-    cx, cy = mine.centre
     H, W = frame_shape
-    side = min(side, H, W)
-    left = min(max(cx - dx * side - side / 2, 0.0), W - side)
-    top = min(max(cy - dy * side - side / 2, 0.0), H - side)
-    return Box(left, top, left + side, top + side).rounded()
+    side = min(max(mine.side * crop.side / reference.side, hold.side), H, W)
+    cx, cy = mine.centre
+    left = min(max(cx - dx * side - side / 2, hold.right - side), hold.left)
+    top = min(max(cy - dy * side - side / 2, hold.bottom - side), hold.top)
+    return pixel_square(left, top, side, frame_shape)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -367,14 +445,12 @@ def crop_frame(frame, box, size):
 
 
 def draw_preview(frames, scenes):
-    """The first frame of each scene with its crop box (green) and object (yellow), side by side; uint8."""
+    """The first frame of each scene with its crop box in green, side by side; uint8. Nothing else is drawn:
+    the pages and help that show it explain one colour."""
     panels = []
     for frame, scene in zip(frames, scenes):
         panel = np.ascontiguousarray(frame.copy())
         thickness = max(2, min(frame.shape[:2]) // 150)
-        obj = scene.object.rounded()
-        cv2.rectangle(panel, (obj.left, obj.top), (obj.right - 1, obj.bottom - 1), (255, 220, 0),
-                      max(1, thickness // 2))
         cv2.rectangle(panel, (scene.box.left, scene.box.top), (scene.box.right - 1, scene.box.bottom - 1),
                       (0, 255, 0), thickness)
         panels.append(panel)
@@ -387,25 +463,85 @@ def write_json(path, data):
 
 
 def read_report(path):
-    """A crop report written by this module (for --like); raises CropError naming the file."""
+    """A crop report written by this module, for --like: checked field by field; raises CropError naming the
+    file and what was expected."""
     try:
         report = json.loads(Path(path).read_text())
-        Box(*report["scenes"][0]["box"]), Box(*report["scenes"][0]["object"])
     except FileNotFoundError:
         raise CropError(f"{path}: crop report not found") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        raise CropError(f"{path}: not a crop report (expected the JSON that --report writes, with "
-                        "scenes[0].box and scenes[0].object)") from None
+    except (OSError, ValueError):
+        raise CropError(f"{path}: not a crop report (expected the JSON that --report writes)") from None
+    scenes = report.get("scenes") if isinstance(report, dict) else None
+    if not isinstance(scenes, list) or not scenes or not isinstance(scenes[0], dict):
+        raise CropError(f"{path}: not a crop report (expected the JSON that --report writes, with a list of "
+                        "scenes, each with its box and object)")
+    if report.get("target") not in ("face", "person", "box"):
+        raise CropError(f"{path}: target is {_brief(report.get('target'))}: expected face, person or box")
+    for key in ("box", "object", "face"):
+        if key != "face" or "face" in scenes[0]:
+            _check_report_box(path, f"scenes[0].{key}", scenes[0].get(key))
+    if report["target"] == "box":
+        raise CropError(f"{path} was made with --box (a box drawn by hand): it holds no detected face or person "
+                        "for --like to match; crop the source with --target face or --target person, or crop "
+                        "this video with --box as well")
     return report
 
 
-def _check_paths(path, out):
+def _brief(value, limit=40):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_report_box(path, key, value):
+    """A box of a report: four finite numbers with 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM."""
+    numbers = isinstance(value, list) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers:
+        raise CropError(f"{path}: {key} is {_brief(value)}: expected four numbers [LEFT, TOP, RIGHT, BOTTOM]")
+    left, top, right, bottom = value
+    if not (0 <= left < right and 0 <= top < bottom):
+        raise CropError(f"{path}: {key} is {_brief(value)}: expected 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM")
+
+
+def check_files(path, outputs, inputs=None):
+    """Before any work: the input exists, and every output ({flag: path or None}) is writable, names neither
+    the input nor another input ({flag: path}, e.g. --like) nor another output. Returns the input's Path."""
     path = Path(path)
     if not path.is_file():
         raise CropError(f"{path}: input not found")
-    if Path(out).resolve() == path.resolve():
-        raise CropError(f"--out {out} is the input itself: write the crop to another file")
+    readers = {"input": path, **(inputs or {})}
+    written = {}
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        for what, other in readers.items():
+            if other is not None and same_file(out, other):
+                lost = "the input" if what == "input" else f"the {what} file"
+                raise CropError(f"{flag} {out} is {lost} itself ({other}): write it to another file, or {lost} "
+                                "would be lost")
+        for other_flag, other in written.items():
+            if same_file(out, other):
+                raise CropError(f"{flag} {out} is also {other_flag} {other}: give each output its own file")
+        _check_writable(flag, out)
+        written[flag] = out
     return path
+
+
+def _check_writable(flag, out):
+    if Path(out).is_dir():
+        raise CropError(f"{flag} {out} is a folder: give a file name")
+    if flag == "--preview" and not str(out).lower().endswith(IMAGE_EXTENSIONS):
+        raise CropError(f"{flag} {out}: the preview is an image: use one of {', '.join(IMAGE_EXTENSIONS)}")
+    try:
+        check_writable(out)
+    except MediaError as error:
+        raise CropError(f"{flag} {error}") from None
+
+
+def check_size(size):
+    low, high = SIZES
+    if not isinstance(size, int) or not low <= size <= high:
+        raise CropError(f"--size {size}: expected {low} to {high} pixels (the side of the square crop)")
 
 
 def is_video(path):
@@ -428,10 +564,18 @@ def _report(path, target, size, frame_shape, scenes, num_frames=None):
     return report
 
 
+def check_request(path, out, size, preview, report, max_pixels, video):
+    """Everything checked before any work: paths, size, the input's pixels (from its header)."""
+    path = check_files(path, {"--out": out, "--report": report, "--preview": preview})
+    check_size(size)
+    check_pixels(path, max_pixels, video=video)
+    return path
+
+
 def crop_image_file(path, out, target="auto", size=256, box=None, like=None, preview=None, report=None,
-                    detector=None):
+                    detector=None, max_pixels=MAX_PIXELS):
     """Crop an image file into ``out`` (size x size); returns the report (dict). See the module docstring."""
-    path = _check_paths(path, out)
+    path = check_request(path, out, size, preview, report, max_pixels, video=False)
     target = check_target(target, like)
     image = read_image(path)  # (H, W, 3) float
     frame = to_uint8(image)
@@ -454,30 +598,32 @@ def check_target(target, like=None):
 
 def detect_frames(frames, target, detector, num_frames, stride=1):
     """Per-frame detections (``Found``) of every ``stride``-th of an iterable of (H, W, 3) float frames, None
-    for the others; returns (found, the number of frames)."""
-    found, count = [None] * num_frames, 0
+    for the others, and every frame's thumbnail; returns (found, the number of frames T, thumbnails (T, s, s))."""
+    found, thumbnails = [None] * num_frames, []
     for t, frame in enumerate(frames):
+        frame = to_uint8(frame)
+        thumbnails.append(thumbnail(frame))  # every frame: a cut falls between any two
         if t % stride == 0:
-            frame = to_uint8(frame)
             if t >= len(found):
                 found.extend([None] * (t + 1 - len(found)))
             found[t] = look(frame, "person" if target == "auto" else target, detector)  # auto needs both
-        count = t + 1
-    return found[:count], count
+    count = len(thumbnails)
+    return found[:count], count, np.stack(thumbnails) if thumbnails else np.zeros((0, CUT_SIDE, CUT_SIDE), np.uint8)
 
 
-def plan(found, target, frame_shape, box, like, path, num_frames):
-    """(target, scenes) from per-frame detections; the target is 'face' or 'person' ('auto' resolved), or 'box'
-    for a box given by hand (one scene over all ``num_frames``)."""
+def plan(found, target, frame_shape, box, like, path, num_frames, cuts=()):
+    """(target, scenes) from per-frame detections and the frames that start a shot; the target is 'face' or
+    'person' ('auto' resolved), or 'box' for a box given by hand (one scene over all ``num_frames``)."""
     if box is not None:
         H, W = frame_shape
         if box.right > W or box.bottom > H:
             raise CropError(f"--box {','.join(map(str, box))}: outside {path}, which is {W}x{H} (width x height)")
         return "box", [Scene(0, num_frames - 1, Box(*box), Box(*box))]
     if like is not None and like.get("target") not in ("face", "person"):
-        like = None  # the source was cropped by hand: nothing detected to match
+        raise CropError(f"the source's crop report (--like) was made with --box, by hand: it holds no detected "
+                        f"face or person to match in {path}")
     resolved = resolve_target(target, [f.face for f in found if f and f.face], frame_shape)
-    scenes = plan_scenes(found, resolved, frame_shape, like)
+    scenes = plan_scenes(found, resolved, frame_shape, like, cuts)
     if not scenes:
         raise _nothing_found(path, target)
     return resolved, scenes
@@ -491,21 +637,23 @@ def _write_extras(result, first_frames, scenes, preview, report):
 
 
 def crop_video_file(path, out, target="auto", size=256, box=None, like=None, preview=None, report=None,
-                    detector=None, max_detections=MAX_DETECTIONS):
+                    detector=None, max_detections=MAX_DETECTIONS, max_pixels=MAX_PIXELS):
     """Crop a video file into ``out`` (size x size, same frame rate, sound kept); returns the report (dict).
 
-    Two streaming passes: detection on at most ``max_detections`` evenly spaced frames, then the crop.
+    Two streaming passes: the shots (every frame) and detection (at most ``max_detections`` evenly spaced
+    frames), then the crop.
     """
-    path = _check_paths(path, out)
+    path = check_request(path, out, size, preview, report, max_pixels, video=True)
     target = check_target(target, like)
     info = video_info(path)
     frame_shape, num_frames = (info.height, info.width), info.num_frames
-    found = [None] * num_frames
+    found, cuts = [None] * num_frames, []
     if box is None:
         stride = max(1, math.ceil(num_frames / max_detections))
-        found, num_frames = detect_frames(iter_video_frames(path), target, detector or Detector(), num_frames,
-                                             stride)
-    target, scenes = plan(found, target, frame_shape, box, like, path, num_frames)
+        found, num_frames, thumbnails = detect_frames(iter_video_frames(path), target, detector or Detector(),
+                                                      num_frames, stride)
+        cuts = find_cuts(thumbnails)
+    target, scenes = plan(found, target, frame_shape, box, like, path, num_frames, cuts)
     firsts = []
     keep_sound = Path(out).suffix.lower() != ".gif" and has_audio(path)
     scene_of = iter(scenes)
@@ -549,7 +697,8 @@ class CroppedInputs:
     driving_report: dict = field(default_factory=dict)
 
 
-def crop_inputs(source, driving, target, folder, size=256, box=None, preview=None, detector=None):
+def crop_inputs(source, driving, target, folder, size=256, box=None, preview=None, detector=None,
+                max_pixels=MAX_PIXELS):
     """Crop a source image and a driving video for animation, into ``folder``.
 
     The source is cropped for ``target``, and the driving video --like it, so that its object has the source's
@@ -561,14 +710,16 @@ def crop_inputs(source, driving, target, folder, size=256, box=None, preview=Non
     detector = detector or Detector()
     source_out = folder / "source.png"
     source_report = crop_image_file(source, source_out, target, size, box=box, detector=detector,
-                                    preview=folder / "source.preview.png" if preview else None)
+                                    preview=folder / "source.preview.png" if preview else None,
+                                    max_pixels=max_pixels)
     if box is not None:
         if preview:
             shutil.copyfile(folder / "source.preview.png", preview)
         return CroppedInputs(source_out, Path(driving), source_report, {})
     driving_out = folder / ("driving" + Path(driving).suffix.lower())
     driving_report = crop_video_file(driving, driving_out, target, size, like=source_report, detector=detector,
-                                     preview=folder / "driving.preview.png" if preview else None)
+                                     preview=folder / "driving.preview.png" if preview else None,
+                                     max_pixels=max_pixels)
     if preview:
         images = [to_uint8(read_image(folder / name)) for name in ("source.preview.png", "driving.preview.png")]
         height = min(image.shape[0] for image in images)

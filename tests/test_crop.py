@@ -1,6 +1,7 @@
 """cropping.py and tools/crop.py on real photographs (scikit-image's astronaut, ../shared/realworld) and on
 videos made from them: boxes contain the face or figure, are square, and stay fixed within a scene."""
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -118,10 +119,20 @@ def test_a_passing_false_face_does_not_pull_the_track():
     assert cropping.track_faces(found) == [face, None, Box(104, 12, 172, 80), None]
 
 
-@pytest.mark.parametrize("jump, scenes", [(3, 1), (200, 2)])
-def test_a_scene_ends_only_where_the_object_leaves_the_box(jump, scenes):
-    boxes = [Box(100, 100, 150, 150)] * 6 + [Box(100 + jump, 100, 150 + jump, 150)] * 6
-    assert len(cropping.split_scenes(boxes)) == scenes
+def test_a_box_that_moves_within_a_shot_stays_one_scene_holding_every_position():
+    moves = [Box(100 + 15 * t, 100, 150 + 15 * t, 150) for t in range(12)]  # across 4 face sides, no cut
+    found = [cropping.Found([(box, 20)], None) for box in moves]
+    scenes = cropping.plan_scenes(found, "face", (400, 600), cuts=[])
+    assert len(scenes) == 1
+    assert_square_containing(scenes[0].box, *moves)
+
+
+def test_a_false_detection_far_from_the_track_is_left_out_of_the_box():
+    face, hand = Box(100, 10, 160, 70), Box(100, 250, 160, 310)
+    found = [cropping.Found([(face, 20)], None)] * 5 + [cropping.Found([(hand, 20)], None)] \
+        + [cropping.Found([(face, 20)], None)] * 5
+    scene, = cropping.plan_scenes(found, "face", (400, 400), cuts=[])
+    assert scene.object == face and not Box(*scene.box).contains(hand)
 
 
 def jittered(image, canvas, offsets):
@@ -273,3 +284,223 @@ def test_done_when_command_on_the_realworld_source(tmp_path, realworld_dir):
     left, right = SOURCE_FIGURE_X
     assert_square_containing(report["box"], Box(left, SOURCE_FACE.top, right, 384))
     assert iio.imread(tmp_path / "s.png").shape == (256, 256, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shots: a scene is a camera shot, found from the frames themselves
+
+
+@pytest.fixture(scope="module")
+def talk_clip(tmp_path_factory):
+    """Frames 60-130 of ../shared/realworld/driving.mp4 (a TED talk): one continuous shot in which the speaker
+    turns to her left, her face moving 170 pixels across the frame, undetected (in profile) in most frames."""
+    from conftest import _require_shared
+    frames = [frame for t, frame in enumerate(iio.imiter(_require_shared("realworld") / "driving.mp4"))
+              if 60 <= t <= 130]
+    return write_clip(tmp_path_factory.mktemp("talk") / "talk_60_130.mp4", frames)
+
+
+@pytest.fixture(scope="module")
+def astro_face(tmp_path_factory, detector):
+    """The report of cropping scikit-image's astronaut with --target face (what --like reads)."""
+    folder = tmp_path_factory.mktemp("astro")
+    iio.imwrite(folder / "astronaut.png", skimage.data.astronaut())
+    cropping.crop_file(folder / "astronaut.png", folder / "a.png", target="face", size=64, detector=detector,
+                       report=folder / "astro_face.json")
+    return folder / "astro_face.json"
+
+
+def test_continuous_real_footage_has_no_cut(talk_clip):
+    thumbnails = np.stack([cropping.thumbnail(frame) for frame in iio.imiter(talk_clip)])  # (71, 32, 32)
+    differences = cropping.frame_differences(thumbnails)  # (70,)
+    assert differences.max() < 5  # grey levels: a continuous shot
+    assert cropping.find_cuts(thumbnails) == []
+
+
+def test_two_clips_concatenated_are_two_shots_cut_at_the_join(tmp_path, realworld_dir, astronaut256, detector):
+    talk = first_frames(realworld_dir / "driving.mp4", 9)  # (384, 384, 3) each
+    astronaut = jittered(astronaut256, (384, 384), [(60 + dx, 40) for dx in range(7)])
+    clip = write_clip(tmp_path / "two.mp4", np.concatenate([np.stack(talk), astronaut]))
+    report = cropping.crop_file(clip, tmp_path / "out.mp4", target="face", size=64, detector=detector)
+    assert [s["frames"] for s in report["scenes"]] == [[0, 8], [9, 15]]
+    assert_square_containing(report["scenes"][0]["box"], DRIVING_FACE)
+    assert_square_containing(report["scenes"][1]["box"], Box(88 + 66, 33 + 40, 136 + 60, 80 + 40))
+
+
+def test_a_flash_is_not_a_cut():
+    frames = np.full((10, 32, 32), 80, np.uint8)
+    frames[5] = 250  # one white frame, the same picture after it
+    assert cropping.find_cuts(frames) == []
+    frames[6:] = 10
+    assert cropping.find_cuts(frames) == [5]  # a white frame, then another picture: a cut
+
+
+PROFILE_FACE_35 = Box(185, 25, 255, 95)  # the speaker's face in frames 35-36 of talk_clip, in profile, by hand
+
+
+@pytest.mark.slow
+def test_like_on_a_continuous_talk_is_one_box_holding_the_face_in_every_frame(tmp_path, talk_clip, astro_face,
+                                                                                detector, monkeypatch, capsys):
+    """The red-team's command: tools/crop.py talk_60_130.mp4 --like astro_face.json --size 256."""
+    seen = []
+    real_look = cropping.look
+    monkeypatch.setattr(cropping, "look", lambda *args: seen.append(real_look(*args)) or seen[-1])
+    code, lines = run(capsys, talk_clip, "--like", astro_face, "--size", "64", "--out", tmp_path / "t.mp4",
+                      "--report", tmp_path / "t.json")
+    assert code == 0, lines
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert [s["frames"] for s in report["scenes"]] == [[0, 70]]  # one shot, one box
+    faces = [face for face in cropping.track_faces(seen) if face is not None]  # the face the detector finds
+    assert len(seen) == 71 and len(faces) > 15
+    assert_square_containing(report["box"], PROFILE_FACE_35, *faces)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paths: no output over an input or over another output; every output writable before any work
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """In tmp_path (the working folder): img.png, clip.mp4 and a face report s.json; their bytes, to check."""
+    monkeypatch.chdir(tmp_path)
+    iio.imwrite("img.png", np.full((200, 200, 3), 90, np.uint8))
+    write_clip(tmp_path / "clip.mp4", np.full((2, 64, 64, 3), 90, np.uint8))
+    report = {"target": "face", "box": [0, 0, 100, 100],
+              "scenes": [{"frames": [0, 0], "box": [0, 0, 100, 100], "object": [25, 25, 75, 75],
+                          "face": [25, 25, 75, 75]}]}
+    (tmp_path / "s.json").write_text(json.dumps(report))
+    return {name: (tmp_path / name).read_bytes() for name in ("img.png", "clip.mp4", "s.json")}
+
+
+def no_detection(*args):
+    raise AssertionError("detected before checking the outputs")
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["img.png", "--box", "0,0,64,64", "--out", "o.png", "--report", "img.png"], ["--report img.png", "input"]),
+    (["img.png", "--box", "0,0,64,64", "--out", "o.png", "--preview", "img.png"], ["--preview img.png", "input"]),
+    (["clip.mp4", "--box", "0,0,32,32", "--out", "o.mp4", "--report", "clip.mp4"], ["--report clip.mp4", "input"]),
+    (["img.png", "--out", "o.png", "--like", "s.json", "--report", "s.json"], ["--report s.json", "--like"]),
+    (["img.png", "--out", "o.png", "--like", "s.json", "--preview", "./s.json"], ["--preview ./s.json", "--like"]),
+    (["img.png", "--box", "0,0,64,64", "--out", "o.png", "--report", "o.png"], ["--report o.png", "--out"]),
+    (["img.png", "--box", "0,0,64,64", "--out", "o.png", "--preview", "o.png"], ["--preview o.png", "--out"]),
+    (["img.png", "--box", "0,0,64,64", "--out", "o.png", "--report", "p.png", "--preview", "p.png"],
+     ["p.png", "--report", "--preview"]),
+])
+def test_an_output_over_an_input_or_another_output_is_refused_and_nothing_is_lost(argv, fragments, files, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    assert_one_error(*run(capsys, *argv), *fragments)
+    assert {name: Path(name).read_bytes() for name in files} == files
+    assert not any(Path(name).exists() for name in ("o.png", "o.mp4", "p.png"))
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report", "--preview"])
+def test_an_unwritable_output_is_one_line_naming_it_before_any_work(flag, files, read_only_folder, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    paths = {"--out": "o.mp4", "--report": "r.json", "--preview": "p.png"}
+    paths[flag] = str(read_only_folder / Path(paths[flag]).name)
+    argv = ["clip.mp4", *[arg for item in paths.items() for arg in item]]
+    assert_one_error(*run(capsys, *argv), f"{flag} {paths[flag]}")
+    assert not Path("o.mp4").exists() and not Path("r.json").exists()
+
+
+def test_an_output_that_is_a_folder_is_refused(files, tmp_path, capsys):
+    (tmp_path / "shown.png").mkdir()
+    assert_one_error(*run(capsys, "img.png", "--box", "0,0,64,64", "--out", "o.png", "--preview", "shown.png"),
+                     "--preview shown.png", "folder")
+    assert not Path("o.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports (--like) and sizes
+
+
+@pytest.mark.parametrize("box, expected", [
+    ([0, 0, 0, 0], "LEFT < RIGHT"), ("abcd", "four numbers"), ([1, 2, 3], "four numbers"),
+    ([10, 10, "x", 50], "four numbers"), ([10, 10, 5, 50], "LEFT < RIGHT"), ([-5, 0, 50, 50], "0 <= LEFT"),
+])
+def test_a_report_with_a_bad_box_is_one_line_naming_the_file(box, expected, files, capsys, monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    report = json.loads(Path("s.json").read_text())
+    report["scenes"][0]["box"] = box
+    Path("bad.json").write_text(json.dumps(report))
+    assert_one_error(*run(capsys, "clip.mp4", "--like", "bad.json", "--out", "o.mp4"), "bad.json",
+                     "scenes[0].box", expected)
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda r: r["scenes"][0].update(face=[3, 3, 3, 3]), ["scenes[0].face"]),
+    (lambda r: r["scenes"][0].update(object=None), ["scenes[0].object"]),
+    (lambda r: r.update(scenes=[]), ["scenes"]),
+    (lambda r: r.update(target=7), ["target"]),
+])
+def test_a_report_with_bad_fields_is_one_line_naming_the_file(change, fragments, files, capsys, monkeypatch):
+    report = json.loads(Path("s.json").read_text())
+    change(report)
+    Path("bad.json").write_text(json.dumps(report))
+    assert_one_error(*run(capsys, "clip.mp4", "--like", "bad.json", "--out", "o.mp4"), "bad.json", *fragments)
+
+
+def test_like_with_a_report_of_a_hand_box_says_why_not(files, capsys, monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    assert run(capsys, "img.png", "--box", "10,10,90,90", "--out", "o.png", "--report", "hand.json")[0] == 0
+    assert_one_error(*run(capsys, "clip.mp4", "--like", "hand.json", "--out", "o.mp4"), "hand.json", "--box",
+                     "--target face")
+    assert not Path("o.mp4").exists()
+
+
+@pytest.mark.parametrize("size", ["100000", "30000", "8", "0", "-3"])
+def test_a_size_out_of_range_is_one_line_before_any_work(size, files, capsys, monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    assert_one_error(*run(capsys, "img.png", "--out", "o.png", "--size", size), f"--size {size}",
+                     "16 to 4096 pixels")
+    assert not Path("o.png").exists()
+
+
+def test_size_range_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        crop_cli.parse_args(["--help"])
+    assert "16 to 4096" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decompression bombs and huge frames, refused from the header
+
+
+def write_bomb_png(path, side=20000):
+    """A 1-bit grey PNG of side x side pixels (400 megapixels, about 50 KB), written row by row with zlib:
+    Pillow's own writer would hold the 400 MB picture in memory first."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)  # filter byte, then side bits
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return write_bomb_png(tmp_path_factory.mktemp("bomb") / "bomb20k.png")
+
+
+def test_a_decompression_bomb_is_one_line_before_any_work(bomb, tmp_path, capsys, monkeypatch):
+    import time
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    start = time.monotonic()
+    assert_one_error(*run(capsys, bomb, "--out", tmp_path / "o.png"), str(bomb), "megapixels")
+    assert time.monotonic() - start < 5 and not (tmp_path / "o.png").exists()
+
+
+def test_max_pixels_refuses_a_video_of_large_frames(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    clip = write_clip(tmp_path / "hd.mp4", np.full((3, 720, 1280, 3), 90, np.uint8))
+    assert_one_error(*run(capsys, clip, "--out", tmp_path / "o.mp4", "--max_pixels", "500000"), str(clip),
+                     "1280x720", "0.5 megapixels")
+    assert not (tmp_path / "o.mp4").exists()
