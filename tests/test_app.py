@@ -1,5 +1,9 @@
 """app.py: each safety property of the web page, its requests on the bundled model, and the page itself driven in
 a real headless browser (Debian's chromium through chromium-driver)."""
+import base64
+import http.client
+import io
+import json
 import os
 import shutil
 import socket
@@ -7,11 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
+import uuid
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO_ROOT, require_app_module
 from media import VideoWriter
@@ -29,7 +37,7 @@ SOURCE, DRIVING = app.EXAMPLE
 @pytest.fixture
 def settings(tmp_path):
     return app.Settings(app.find_models([REPO_ROOT / "sup-mat"]), device="cpu", max_upload_mb=5, max_frames=20,
-                        results=tmp_path / "results")
+                        work_dir=tmp_path / "work")
 
 
 @pytest.fixture
@@ -70,13 +78,24 @@ def test_listens_on_this_machine_only_and_makes_no_share_link_unless_asked():
     assert (options["server_name"], options["share"], options["server_port"]) == ("0.0.0.0", True, 8000)
 
 
-@pytest.mark.parametrize("argv, fragment", [(["--models", "EMPTY"], "no model found in EMPTY"),
-                                             (["--device", "tpu"], "unknown device 'tpu'")])
+@pytest.mark.parametrize("argv, fragment", [
+    (["--models", "EMPTY"], "no model found in EMPTY"), (["--device", "tpu"], "unknown device 'tpu'"),
+    *[(["--max_upload_mb", value], "--max_upload_mb") for value in ["nan", "inf", "1e10", "0", "-1", "abc"]],
+    *[(["--max_frames", value], "--max_frames") for value in ["0.5", "nan", "0", "1e9"]],
+    (["--port", "70000"], "--port"), (["--max_pixels", "nan"], "--max_pixels"),
+    (["--max_frame_pixels", "-5"], "--max_frame_pixels"), (["--max_work_gb", "inf"], "--max_work_gb"),
+    (["--work_dir", "EMPTY/file.txt/work"], "--work_dir EMPTY/file.txt/work cannot be used")])
 def test_a_bad_command_line_is_one_error_line(argv, fragment, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("a file, not a folder")  # the work folder below it cannot be made
     argv = [arg.replace("EMPTY", str(tmp_path)) for arg in argv]
     assert app.main(argv) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment.replace("EMPTY", str(tmp_path)) in lines[0]
+
+
+@pytest.mark.parametrize("value, limit", [("0.5", 2 ** 19), ("1.5", 3 * 2 ** 19), ("1e3", 1000 * 2 ** 20)])
+def test_fractional_and_written_upload_limits_are_taken(value, limit):
+    assert app.launch_options(app.parse_args(["--max_upload_mb", value]))["max_file_size"] == limit
 
 
 def test_no_analytics(settings):
@@ -115,7 +134,7 @@ def test_upload_size_limit(settings, clip, tmp_path):
     big.write_bytes(SOURCE.read_bytes() + bytes(6 * 2 ** 20))  # a 6 MB file against a 5 MB limit
     assert_one_line_error(request(settings, source=big, driving=clip)[2], "source image is 6.0 MB", "5 MB",
                           "--max_upload_mb")
-    assert app.launch_options(app.parse_args(["--max_upload_mb", "5"]))["max_file_size"] == "5mb"
+    assert app.launch_options(app.parse_args(["--max_upload_mb", "5"]))["max_file_size"] == 5 * 2 ** 20
 
 
 def test_frame_limit(settings, tmp_path):
@@ -141,7 +160,7 @@ def test_two_users_at_once_get_their_own_results(settings, tmp_path):
 
 
 @pytest.mark.parametrize("change, fragments", [
-    ({"source": None}, ["no source image"]),
+    ({"source": None}, ["no source image", "example under the uploads"]),
     ({"source": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"driving": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"crop": "box", "box": "1,2"}, ["crop box '1,2'", "LEFT,TOP,RIGHT,BOTTOM"]),
@@ -174,6 +193,236 @@ def test_a_box_drawn_by_two_clicks(settings, clip):
     result, preview, status = request(settings, driving=clip, crop="box", box=box)
     assert status.startswith("done") and iio.imread(preview).shape[:2] == (64, 64)
     assert iio.improps(result).shape[1:] == (64, 64, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The work folder: the page's own, and only its request folders are ever removed
+
+
+def age(path, seconds):
+    """Set a path's times ``seconds`` back (a link's own times, never its target's)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_the_default_work_folder_is_new_and_a_linked_old_one_is_never_touched(tmp_path, monkeypatch, clip):
+    """issue 24.2: with $TMPDIR/mraa-app a link to a thesis, a request deleted old-thesis/chapter1.tex."""
+    thesis = tmp_path / "home" / "old-thesis"
+    thesis.mkdir(parents=True)
+    (thesis / "chapter1.tex").write_text("\\chapter{One}")
+    age(thesis, 2 * 3600)
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "mraa-app").symlink_to(tmp_path / "home")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    settings = app.Settings(app.find_models([REPO_ROOT / "sup-mat"]), device="cpu", max_frames=20)
+    assert settings.work_dir.parent == tmp_path / "tmp" and settings.work_dir.name.startswith("mraa-app-")
+    assert not settings.work_dir.is_symlink() and settings.work_dir.stat().st_mode & 0o777 == 0o700
+    assert request(settings, driving=clip)[2].startswith("done")
+    assert (thesis / "chapter1.tex").read_text() == "\\chapter{One}"
+
+
+def test_the_sweep_removes_only_its_own_old_request_folders_and_follows_no_link(settings):
+    work, outside = settings.work_dir, settings.work_dir.parent / "outside"
+    for folder in [work / "request-old", work / "request-new", work / "old-thesis", outside / "request-x"]:
+        folder.mkdir(parents=True)
+        (folder / "data.txt").write_text("keep me" if folder.name != "request-old" else "old result")
+    (work / "request-link").symlink_to(outside)
+    (work / "request-file").write_text("a file")
+    for path in [work / "request-old", work / "old-thesis", outside, outside / "request-x", work / "request-link",
+                 work / "request-file"]:
+        age(path, 2 * 3600)
+    app.sweep_work_dir(settings)
+    assert sorted(p.name for p in work.iterdir()) == ["old-thesis", "request-file", "request-link", "request-new"]
+    assert (outside / "request-x" / "data.txt").read_text() == "keep me"
+
+
+def test_the_work_folder_is_bounded_in_size_oldest_first_never_one_in_use(settings):
+    settings.max_work_gb = 2500 / 1e9  # 2500 bytes
+    folders = []
+    for i, name in enumerate(["request-a", "request-b", "request-c", "request-d"]):
+        folder = settings.work_dir / name
+        folder.mkdir()
+        (folder / "result.mp4").write_bytes(bytes(1000))
+        age(folder, 100 - 10 * i)  # a oldest, d newest; all younger than an hour
+        folders.append(folder)
+    settings.busy.add(str(folders[0]))  # a request still running there
+    app.sweep_work_dir(settings)
+    assert sorted(p.name for p in settings.work_dir.iterdir()) == ["request-a", "request-d"]
+
+
+@pytest.mark.parametrize("problem", ["link", "open to others", "not a folder"])
+def test_a_work_folder_that_is_not_ours_is_one_error_line_at_launch(problem, tmp_path, capsys):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("text")
+    work = tmp_path / "work"
+    if problem == "link":
+        work.symlink_to(mine)
+    elif problem == "open to others":
+        work.mkdir(mode=0o755)
+        work.chmod(0o755)
+    else:
+        work.write_text("a file")
+    assert app.main(["--work_dir", str(work), "--device", "cpu"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --work_dir {work}")
+    assert {"link": "symbolic link", "open to others": "open to other users (mode 755)",
+            "not a folder": "not a folder"}[problem] in lines[0]
+    assert (mine / "chapter1.tex").read_text() == "text"
+
+
+def test_failed_requests_leave_no_request_folder(settings, clip):
+    for change in [{"crop": "box", "box": "1,2"}, {"source": REPO_ROOT / "README.md"}, {"crop": "face"}]:
+        assert request(settings, **{"driving": clip, **change})[2].startswith("error: ")
+    assert not list(settings.work_dir.glob("request-*"))
+    result, _, status = request(settings, driving=clip)
+    assert status.startswith("done") and [p.name for p in settings.work_dir.glob("request-*")] == \
+        [Path(result).parent.name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixels, bytes and files as they were sent
+
+
+def png_header(path, width, height):
+    """A PNG that says it is width x height (its header only: what a decompression bomb shows before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+def ffmpeg_video(path, width, height, frames):
+    """A black H.264 video (made by ffmpeg: small files with large frames)."""
+    import imageio_ffmpeg
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    f"color=black:s={width}x{height}:r=12", "-frames:v", str(frames), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def test_the_default_pixel_limits_pass_phone_photos_and_videos():
+    assert 5712 * 4284 <= app.MAX_PIXELS < 6000 * 6000  # a 24 MP iPhone photo passes; a 36 MP bomb does not
+    assert app.MAX_FRAME_PIXELS == 3840 * 2160  # 4K UHD, what a phone records
+
+
+def test_images_beyond_the_pixel_limit_are_refused_before_decoding(settings, clip, tmp_path):
+    """issue 24.5: a 105 KB 6000x6000 PNG took 26 s and 1.2 GB."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (6000, 6000)).save(bomb)
+    start = time.perf_counter()
+    status = request(settings, source=bomb, driving=clip)[2]
+    assert time.perf_counter() - start < 5, "refused from the header, before decoding"
+    assert_one_line_error(status, "bomb.png is 6000x6000 pixels", "at most 25 megapixels")
+    status = request(settings, source=png_header(tmp_path / "huge.png", 20000, 20000), driving=clip)[2]
+    assert_one_line_error(status, "huge.png has more pixels than")
+
+
+def test_video_frames_beyond_the_pixel_limit_are_refused_before_decoding(settings, clip, tmp_path):
+    big = ffmpeg_video(tmp_path / "big.mp4", 4096, 4096, 2)
+    assert big.stat().st_size < 100_000  # a small file
+    start = time.perf_counter()
+    assert_one_line_error(request(settings, driving=big)[2], "big.mp4 has frames of 4096x4096", "8.2944 megapixels")
+    assert time.perf_counter() - start < 10
+    # 4K frames pass, but fewer of them: decoded pixels at most --max_frames (20) frames of full HD
+    uhd = ffmpeg_video(tmp_path / "uhd.mp4", 3840, 2160, 6)
+    assert_one_line_error(request(settings, driving=uhd)[2], "6 frames of 3840x2160", "--max_frames")
+
+
+class Payload:
+    def __init__(self, path=None, url=None):
+        self.path, self.url = path, url
+
+
+def data_url(data, kind="image/png"):
+    return f"data:{kind};base64," + base64.b64encode(data).decode()
+
+
+def test_an_upload_is_checked_and_used_as_the_bytes_that_were_sent(settings, clip, tmp_path):
+    """issue 24.6: a 2.4 MB PNG sent as a data: URL passed a 1 MB limit (Gradio re-encoded it first)."""
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np.uint8)).save(noisy)
+    assert noisy.stat().st_size > 2 * 2 ** 20
+    component = app.SourceImage(type="filepath", image_mode=None)
+    component.max_bytes = 2 ** 20
+    refused = component.preprocess(Payload(url=data_url(noisy.read_bytes())))
+    assert isinstance(refused, app.Refused)
+    assert_one_line_error(request(settings, source=refused, driving=clip)[2], "source image is 2.", "at most 1 MB")
+    component.max_bytes = 5 * 2 ** 20
+    kept = component.preprocess(Payload(url=data_url(noisy.read_bytes())))
+    assert Path(kept).read_bytes() == noisy.read_bytes()  # byte for byte, not re-encoded
+    assert component.preprocess(Payload(path=str(noisy))) == str(noisy)  # an upload: the file itself
+
+
+def sixteen_bit_grey(path):
+    """The example's source as a 16-bit grey PNG (Gradio used to turn it white)."""
+    grey = np.asarray(Image.open(SOURCE).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    return path
+
+
+def test_a_16_bit_png_is_animated_as_it_is_with_the_demos_notes(settings, clip, tmp_path):
+    """issue 24.8: a 16-bit PNG was animated as a white image, and the grey and alpha notes were lost."""
+    path = sixteen_bit_grey(tmp_path / "deep.png")
+    component = app.SourceImage(type="filepath", image_mode=None)
+    assert component.preprocess(Payload(path=str(path))) == str(path)
+    result, _, status = request(settings, source=path, driving=clip)
+    assert status.startswith("done") and "deep.png is a grey-scale image" in status, status
+    first = next(iter(iio.imiter(result))).astype(float) / 255
+    assert first.mean() < 0.9  # not white
+    rgba = tmp_path / "clear.png"
+    Image.open(SOURCE).convert("RGBA").save(rgba)
+    assert "clear.png has an alpha channel" in request(settings, source=rgba, driving=clip)[2]
+
+
+def test_the_status_shows_file_names_not_server_folders(settings, clip, tmp_path):
+    path = sixteen_bit_grey(tmp_path / "deep.png")
+    for status in [request(settings, source=path, driving=clip)[2],
+                   request(settings, source=REPO_ROOT / "README.md", driving=clip)[2],
+                   request(settings, driving=clip, crop="box", box="2,2,40,40")[2]]:
+        assert str(tmp_path) not in status and str(REPO_ROOT) not in status and "/tmp" not in status, status
+    assert app.file_names_only("error: /tmp/gradio/ab12/my photo.png: cannot read image") == \
+        "error: my photo.png: cannot read image"
+    assert app.file_names_only("see https://github.com/a/b and 1/2") == "see https://github.com/a/b and 1/2"
+
+
+def test_the_page_shows_the_models_card(settings):
+    line = app.model_card(settings, "puppets64")
+    assert "puppets" in line and "not for real photographs" in line
+    page = app.build_page(settings).get_config_file()
+    texts = [c["props"].get("value") for c in page["components"] if c["type"] == "markdown"]
+    assert line in texts and not any("Upload a photo" in (t or "") for t in texts)
+    change = next(d for d in page["dependencies"] if d["targets"][0][1] == "change")
+    assert change["queue"] is False  # the card follows the model at once, even while the queue is busy
+
+
+@pytest.mark.parametrize("typed", ["abc,def", "1,2,3,4", "", "7"])
+def test_a_click_after_any_typed_box_starts_a_new_one(typed):
+    """issue 24.11: 'abc,def' typed in the box then a click on the photo gave a ValueError."""
+    class Click:
+        def __init__(self, x, y):
+            self.index = (x, y)
+
+    box, crop = app.box_from_clicks(typed, Click(40, 30))
+    assert (box, crop) == ("40,30", "box")
+    assert app.box_from_clicks(box, Click(10, 5)) == ("10,5,40,30", "box")
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"source": "TEXT"}, ["notes.png", "cannot read image"]),
+    ({"source": "CLIP"}, ["clip.mp4 is a video, not an image"]),
+])
+def test_files_gradio_used_to_refuse_are_one_line(change, fragments, settings, clip, tmp_path):
+    """issue 24.11: a text file renamed .png, a video given as the photo: Gradio's bare "Error" before."""
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    source = {"TEXT": text, "CLIP": clip}[change["source"]]
+    assert_one_line_error(request(settings, source=source, driving=clip)[2], *fragments)
 
 
 # ----------------------------------------------------------------------------------------------------------
