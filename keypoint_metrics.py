@@ -128,7 +128,7 @@ def evaluate_pairs(pairs, target, threads=1, frame_shape=None, progress=True):
     landmarker = landmarks.make_landmarker(target, threads)
     total, videos, formats = Tally(), {}, {"ground_truth": set(), "generated": set()}
     for name, (truth, generated) in tqdm(sorted(pairs.items()), desc=f"{target} keypoints", unit="video",
-                                         disable=not progress):
+                                         disable=None if progress else True):  # None: shown on a terminal
         streams = []
         for side, source in (("ground_truth", truth), ("generated", generated)):
             if isinstance(source, (str, os.PathLike)):

@@ -51,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="--mode reconstruction and animate: fp32 (default), or bf16 / fp16 autocast (bf16 for "
                              "CPUs with AVX-512 BF16 or AMX, and GPUs; region geometry stays float32)")
+    parser.add_argument("--metrics", default=None, choices=("face", "body"),
+                        help="--mode reconstruction: then AKD and MKR of the face's or the body's keypoints, offline "
+                             "(tools/eval_metrics.py; pip install -r requirements-metrics.txt)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every epoch")
     parser.add_argument("--verbose", action="store_true", help="print the config and the networks")
     return parser.parse_args(None if argv is None else [str(a) for a in argv])  # paths welcome
@@ -175,6 +178,8 @@ def main(argv=None):
     if args.precision != "fp32" and args.mode not in ("reconstruction", "animate"):
         raise UsageError(f"--precision is for --mode reconstruction and animate; --mode {args.mode} takes "
                          f"--mixed_precision (or train_params.mixed_precision)")
+    if args.metrics is not None:
+        check_metrics(args)
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UsageError(f"{args.checkpoint}: checkpoint file not found")
     if args.mode in ("reconstruction", "animate") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -204,7 +209,12 @@ def main(argv=None):
             return train_avd(**common, seed=args.seed, verbose=args.verbose, config_name=args.config)
         if args.mode == "reconstruction":
             from reconstruction import reconstruction
-            return reconstruction(**common, config_name=args.config, precision=args.precision)
+            metrics = reconstruction(**common, config_name=args.config, precision=args.precision)
+            if args.metrics is not None:
+                from keypoint_metrics import evaluate_reconstruction, summary_line
+                print(summary_line(evaluate_reconstruction(log_dir / "reconstruction", config, args.metrics,
+                                                           threads=torch.get_num_threads())))
+            return metrics
         from animate import animate
         return animate(**common, config_name=args.config, precision=args.precision)
     except BaseException:
@@ -214,6 +224,17 @@ def main(argv=None):
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def check_metrics(args):
+    """--metrics is for --mode reconstruction, and needs its detectors: both checked before any work."""
+    if args.mode != "reconstruction":
+        raise UsageError(f"--metrics is for --mode reconstruction, not --mode {args.mode}")
+    from landmarks import DetectorUnavailable, check_available
+    try:
+        check_available()
+    except DetectorUnavailable as e:
+        raise UsageError(f"--metrics {args.metrics}: {e}") from None
 
 
 def discard_unused_run_folder(log_dir, config_copy):
@@ -230,6 +251,7 @@ def discard_unused_run_folder(log_dir, config_copy):
 def cli(argv=None):
     """``main`` with errors a user can act on printed as one message instead of a traceback; returns the exit code."""
     from frames_dataset import DatasetError, VideoReadError
+    from keypoint_metrics import MetricsError
     from losses import VGGWeightsUnavailable
     from trainer import TrainingError, TrainingInterrupted
     try:
@@ -238,7 +260,7 @@ def cli(argv=None):
         print(str(e), file=sys.stderr)
         return e.exit_code
     except (UsageError, ConfigError, CheckpointError, TrainingError, VGGWeightsUnavailable, FileNotFoundError,
-            VideoReadError, DatasetError) as e:
+            VideoReadError, DatasetError, MetricsError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # errors.Interrupted (SIGTERM in the evaluation modes) carries its exit code
