@@ -6,6 +6,7 @@
     python tools/benchmark.py --parts memory                    # demo peak RSS: 100- vs 3000-frame driving video
     python tools/benchmark.py --parts inference --sides fp32,bf16  # no ONNX export
     python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
+    python tools/benchmark.py --parts metrics --threads 2       # AKD/MKR of a 100-frame 256x256 clip: seconds
 
 Parts (``--parts``, comma-separated; default inference,training,loader):
 
@@ -29,6 +30,9 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   process, where the allocator is the same for both. Same weights, inputs and random warp: same losses.
 - ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
 - ``memory``: ``demo.py`` in subprocesses on generated driving videos of 100 and 3000 frames: peak RSS of each.
+- ``metrics``: the keypoint metrics (``keypoint_metrics.evaluate_pairs``, as ``tools/eval_metrics.py`` runs them)
+  on a 100-frame 256x256 clip against a copy shifted by 5 pixels, both PNG folders: faces on a pan over
+  scikit-image's astronaut, bodies on the real footage of ``../shared/realworld`` (the astronaut where it is absent).
 
 Both sides of a comparison run interleaved (ours, reference, ours, ...), so a machine shared with other work slows
 both alike; each part reports the load average around it. Times are the best of the repeats (the least disturbed
@@ -73,7 +77,7 @@ from modules.winograd import WinogradConv2d  # noqa: E402
 from train import NETWORKS, ReconstructionModel  # noqa: E402
 from trainer import adam  # noqa: E402
 
-PARTS = ("inference", "training", "loader", "memory")
+PARTS = ("inference", "training", "loader", "memory", "metrics")
 SIDES = ("fp32", "bf16", "onnxruntime")
 QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
          "memory_frames": "10,40", "memory_size": 64, "threads": 1}
@@ -605,6 +609,51 @@ def memory_benchmark(args):
             "load_average": [load_before, load_average()]}
 
 
+def metrics_clips(num_frames=100, size=256):
+    """{target: (T, size, size, 3) uint8}: a slow pan over the astronaut's portrait (face), the first frames of the
+    real footage in ../shared/realworld (body; the pan where that folder is absent)."""
+    from skimage import data
+    from skimage.transform import resize
+    photo = data.astronaut()  # (512, 512, 3)
+    pan = [photo[int(20 + 20 * np.sin(i / 9)):, int(60 + 30 * np.sin(i / 13)):][:320, :320] for i in range(num_frames)]
+    face = np.stack([(resize(frame, (size, size), anti_aliasing=True) * 255).round() for frame in pan]).astype(np.uint8)
+    footage = ROOT.parent / "shared" / "realworld" / "driving.mp4"
+    if not footage.is_file():
+        return {"face": face, "body": face}, "astronaut (body too: ../shared/realworld is absent)"
+    from media import read_video
+    video = read_video(footage, (size, size))[:num_frames]  # (T, size, size, 3) in [0, 1]
+    return {"face": face, "body": (video * 255).round().astype(np.uint8)}, "astronaut pan (face), realworld (body)"
+
+
+def metrics_benchmark(args):
+    """Seconds of the whole keypoint-metric run (reading both PNG folders, detecting, comparing) per target."""
+    import imageio.v3 as iio
+    import keypoint_metrics
+    import landmarks
+    landmarks.check_available()
+    clips, source = metrics_clips()
+    threads = args.threads or 2
+    results = {"clip": f"100 frames 256x256 against a copy shifted 5 px right, PNG folders; {source}",
+               "threads": threads}
+    with tempfile.TemporaryDirectory() as folder:
+        for target, frames in clips.items():
+            moved = np.pad(frames, ((0, 0), (0, 0), (5, 0), (0, 0)), mode="edge")[:, :, :frames.shape[2]]
+            for side, video in (("truth", frames), ("generated", moved)):
+                (Path(folder) / target / side).mkdir(parents=True)
+                for i, frame in enumerate(video):
+                    iio.imwrite(Path(folder) / target / side / f"{i:03d}.png", frame)
+            pairs = {target: (Path(folder) / target / "truth", Path(folder) / target / "generated")}
+            load_before = load_average()
+            start = time.perf_counter()
+            metrics = keypoint_metrics.evaluate_pairs(pairs, target, threads=threads, progress=False)
+            seconds = time.perf_counter() - start
+            results[target] = {"seconds": round(seconds, 2), "frames_per_second": round(2 * len(frames) / seconds, 2),
+                               "akd": metrics["akd"], "mkr": metrics["mkr"],
+                               "frames_without_detection": metrics["frames_without_detection"],
+                               "load_average": [load_before, load_average()]}
+    return results
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -683,6 +732,8 @@ def run_parts(args):
         results["loader"] = loader_benchmark(args, results.get("training"))
     if "memory" in args.parts:
         results["memory"] = memory_benchmark(args)
+    if "metrics" in args.parts:
+        results["metrics"] = metrics_benchmark(args)
     return results
 
 
