@@ -20,7 +20,7 @@ from checkpoint import CheckpointError
 from config import ConfigError
 from errors import Interrupted, one_line, signals_as_interrupts
 from inference import load_networks
-from media import MediaError
+from media import MAX_PIXELS, MediaError
 from pipeline import BACKENDS, CROPS, InputError, Request, animate_files
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -91,6 +91,10 @@ def parse_args(argv=None):
                         help="first crop the source around its face or person (auto: whichever fits) and the "
                              "driving video so its object has the same scale and place, or crop the source to a box "
                              "in its pixels; the boxes are drawn in RESULT.crop.png (needs requirements-app.txt)")
+    parser.add_argument("--max_pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse a source image or driving frames of more pixels, from their header, before any "
+                             f"work (default {MAX_PIXELS:_}: a 48 MP photo or an 8K frame passes, a decompression bomb "
+                             "does not)")
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="torch (default), or onnxruntime on the CPU (needs requirements-onnx.txt; the graphs "
                              "are exported once per config, checkpoint and size, into ~/.cache/mraa/onnx)")
@@ -98,7 +102,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.crop not in CROPS and not all(p.strip().isdigit() for p in args.crop.split(",")):
         parser.error(f"--crop must be one of {', '.join(CROPS)} or LEFT,TOP,RIGHT,BOTTOM, got {args.crop!r}")
-    for name in ("batch_size", "threads"):
+    for name in ("batch_size", "threads", "max_pixels"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     return args
@@ -135,7 +139,8 @@ def request_of(args):
                    img_shape=args.img_shape, device="cpu" if args.cpu else args.device, backend=args.backend,
                    adapt_scale=args.adapt_scale, batch_size=args.batch_size, precision=args.precision,
                    compile=args.compile, find_best_frame=args.find_best_frame, best_frame=args.best_frame,
-                   audio=args.audio, crop="none" if box else args.crop, crop_box=box, progress=not args.quiet)
+                   audio=args.audio, crop="none" if box else args.crop, crop_box=box, max_pixels=args.max_pixels,
+                   progress=not args.quiet)
 
 
 def demo(args):
@@ -144,6 +149,13 @@ def demo(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     return animate_files(request_of(args))
+
+
+def with_demo_flags(message):
+    """The cropper's hint for a crop by hand names tools/crop.py's flag; the demo's own is --crop."""
+    from cropping import HAND_BOX_HINT  # imports without OpenCV
+    return message.replace(HAND_BOX_HINT, "give the crop by hand with --crop LEFT,TOP,RIGHT,BOTTOM (pixels of the "
+                                          "source image)")
 
 
 def main(argv=None):
@@ -156,7 +168,7 @@ def main(argv=None):
               "kept)", file=sys.stderr)
         return stop.exit_code
     except (DemoError, ConfigError, CheckpointError, MediaError, ValueError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {with_demo_flags(one_line(error))}", file=sys.stderr)
         return 1
     except OSError as error:  # a disk that fills up, a folder made read-only meanwhile
         print(f"error: {error.filename or args.result_video}: {error.strerror or error}", file=sys.stderr)

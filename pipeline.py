@@ -19,7 +19,8 @@ from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, fi
     read_frame
 from config import check_frame_size, load_config
 from inference import load_networks, missing_avd_error
-from media import VideoWriter, check_not_an_input, check_writable, ends_early, image_info, read_image, video_info
+from media import (MAX_PIXELS, MediaError, TooManyPixelsError, VideoWriter, check_not_an_input, check_pixels,
+                   check_writable, ends_early, image_info, read_image, video_info)
 
 AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
 BACKENDS = ("torch", "onnxruntime")
@@ -55,6 +56,7 @@ class Request:
     audio: bool = False
     crop: str = "none"  # none, auto, face or person (cropping.crop_inputs)
     crop_box: Optional[object] = None  # a cropping.Box in the source's pixels: crop the source by hand
+    max_pixels: int = MAX_PIXELS  # images and video frames beyond this are refused from their header
     progress: bool = True
 
     @property
@@ -104,7 +106,8 @@ def open_driving(path, img_shape, notify=print_note):
 
 
 def check_request(request):
-    """Before any work: the inputs exist, the result is writable in a format we write, and names no input."""
+    """Before any work: the inputs exist and are not too large, the result (and the crop's picture) is writable
+    in a format we write, and names no input."""
     for key in ("config", "checkpoint", "source_image", "driving_video"):
         if not Path(getattr(request, key)).exists():
             raise InputError(f"{getattr(request, key)}: {key.replace('_', ' ')} not found")
@@ -116,10 +119,41 @@ def check_request(request):
     inputs = {key.replace("_", " "): getattr(request, key)
               for key in ("config", "checkpoint", "source_image", "driving_video")}
     check_not_an_input(result, inputs)
-    if request.crop != "none" or request.crop_box is not None:
-        check_not_an_input(request.crop_preview, inputs)
     check_writable(result)
     VideoWriter(result, DEFAULT_FPS, audio_from=request.driving_video if request.audio else None)  # a format it writes
+    check_input_pixels(request)
+    if request.crop != "none" or request.crop_box is not None:
+        check_crop(request, {**inputs, "result": result})
+
+
+def check_input_pixels(request):
+    """Refuse a source image or driving frames of more than ``request.max_pixels`` from their headers, before
+    anything is decoded: a decompression bomb is a few KB that decode to gigabytes."""
+    check_pixels(request.source_image, request.max_pixels)
+    try:
+        check_pixels(request.driving_video, request.max_pixels, video=True)
+    except TooManyPixelsError:
+        raise
+    except MediaError:  # not a video it can read: the probe says exactly what is wrong with it
+        video_info(request.driving_video)
+        raise
+
+
+def check_crop(request, inputs):
+    """The crop's picture (beside the result) names no input and can be written; a box drawn by hand lies inside
+    the source. Named by the demo's flag, as the rest of a Request."""
+    preview = request.crop_preview
+    check_not_an_input(preview, inputs)
+    if preview.is_dir():
+        raise InputError(f"{preview} is a folder: --crop draws its boxes in a picture of that name, beside the "
+                         "result; move the folder or choose another --result_video")
+    check_writable(preview)
+    box = request.crop_box
+    if box is not None:
+        height, width = image_info(request.source_image)[:2]
+        if box.right > width or box.bottom > height:
+            raise InputError(f"--crop {','.join(map(str, box))}: outside {request.source_image}, which is "
+                             f"{width}x{height} pixels (width x height): give a box inside it")
 
 
 def choose_img_shape(config_path, img_shape=None, notify=print_note):
@@ -178,9 +212,23 @@ def crop_request(request, folder, img_shape, notify=print_note):
     import cropping  # optional: requirements-app.txt (OpenCV)
     target = request.crop if request.crop != "none" else "auto"
     cropped = cropping.crop_inputs(request.source_image, request.driving_video, target, folder,
-                                   size=max(img_shape), box=request.crop_box, preview=request.crop_preview)
+                                   size=max(img_shape), box=request.crop_box, preview=request.crop_preview,
+                                   max_pixels=request.max_pixels)
     notify(f"cropped the inputs (boxes in {request.crop_preview})")
     return Request(**{**request.__dict__, "source_image": str(cropped.source), "driving_video": str(cropped.driving)})
+
+
+def naming_users_files(notify, cropped, original):
+    """``notify`` with the temporary paths of the cropped inputs replaced by 'the crop of <the user's file>':
+    a note names a file the user knows."""
+    keys = [key for key in ("source_image", "driving_video") if getattr(cropped, key) != getattr(original, key)]
+    names = {getattr(cropped, key): f"the crop of {getattr(original, key)}" for key in keys}
+
+    def renamed(message):
+        for temporary, name in names.items():
+            message = message.replace(temporary, name)
+        notify(message)
+    return renamed
 
 
 def animate_files(request, notify=print_note):
@@ -188,9 +236,11 @@ def animate_files(request, notify=print_note):
     naming the file) for input it cannot use; the result is written whole or not at all."""
     check_request(request)
     img_shape = choose_img_shape(request.config, request.img_shape, notify)
+    original = request  # the user's files, which the notes name
     with tempfile.TemporaryDirectory(prefix="mraa-crop-") as folder:
         if request.crop != "none" or request.crop_box is not None:
             request = crop_request(request, folder, img_shape, notify)
+            notify = naming_users_files(notify, request, original)
         generator, region_predictor, avd_network = load_animation_networks(request, img_shape)
         torch_backend = isinstance(generator, torch.nn.Module)
         device = next(generator.parameters()).device if torch_backend else torch.device("cpu")
@@ -198,7 +248,7 @@ def animate_files(request, notify=print_note):
         source = frames_to_tensor([read_source(request.source_image, img_shape, notify)], device)  # (1, 3, H, W)
         info = open_driving(request.driving_video, img_shape, notify)
         if request.audio and not info.audio:
-            notify(f"{request.driving_video} has no sound track; the result is silent")
+            notify(f"{original.driving_video} has no sound track; the result is silent")
         animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,
                             adapt_movement_scale=request.adapt_scale, optimize=torch_backend,
                             precision=request.precision if torch_backend else "fp32",

@@ -504,3 +504,98 @@ def test_max_pixels_refuses_a_video_of_large_frames(tmp_path, capsys, monkeypatc
     assert_one_error(*run(capsys, clip, "--out", tmp_path / "o.mp4", "--max_pixels", "500000"), str(clip),
                      "1280x720", "0.5 megapixels")
     assert not (tmp_path / "o.mp4").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# demo.py --crop and the demo's pixel limit
+
+
+@pytest.fixture
+def demo_media(tmp_path, parity_dir, astronaut256):
+    """demo.py's paths: the parity model, the astronaut as the source, a 3-frame clip of her as the driving video."""
+    from eval_media import parity_paths
+    config, checkpoint = parity_paths(parity_dir)
+    iio.imwrite(tmp_path / "source.png", skimage.data.astronaut())
+    driving = write_clip(tmp_path / "driving.mp4", jittered(astronaut256, (320, 320), [(40, 30)] * 3))
+    return {"config": config, "checkpoint": checkpoint, "source_image": tmp_path / "source.png",
+            "driving_video": driving, "result_video": tmp_path / "result.mp4"}
+
+
+def run_demo(capsys, monkeypatch, media, *extra, networks=True, **changes):
+    """demo.main on the parity model at 64x64; returns (exit code, stderr lines). ``networks=False``: loading them
+    fails the test (the input should have been refused before)."""
+    import demo
+    import pipeline
+    if not networks:
+        monkeypatch.setattr(pipeline, "load_animation_networks", lambda *a: pytest.fail("networks loaded"))
+    argv = [arg for key, value in {**media, **changes}.items() for arg in (f"--{key}", str(value))]
+    code = demo.main(argv + ["--img_shape", "64,64", "--cpu", "--quiet", "--mode", "relative", *extra])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_demo_refuses_a_decompression_bomb_before_loading_networks(bomb, demo_media, capsys, monkeypatch):
+    import time
+    import demo  # noqa: F401 (imported before the clock starts: torch takes seconds)
+    start = time.monotonic()
+    code, lines = run_demo(capsys, monkeypatch, demo_media, networks=False, source_image=bomb)
+    assert_one_error(code, lines, str(bomb), "megapixels")
+    assert time.monotonic() - start < 5 and not demo_media["result_video"].exists()
+
+
+def test_demo_refuses_a_frame_folder_of_huge_frames(bomb, demo_media, tmp_path, capsys, monkeypatch):
+    import shutil
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(3):
+        shutil.copyfile(bomb, folder / f"{t:03d}.png")
+    code, lines = run_demo(capsys, monkeypatch, demo_media, networks=False, driving_video=folder)
+    assert_one_error(code, lines, "frames", "megapixels")
+
+
+def test_demo_max_pixels_refuses_large_video_frames(demo_media, tmp_path, capsys, monkeypatch):
+    clip = write_clip(tmp_path / "hd.mp4", np.full((3, 720, 1280, 3), 90, np.uint8))
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--max_pixels", "500000", networks=False,
+                           driving_video=clip)
+    assert_one_error(code, lines, str(clip), "1280x720", "0.5 megapixels")
+
+
+def test_demo_max_pixels_refuses_a_large_source(demo_media, capsys, monkeypatch):
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--max_pixels", "200000", networks=False)
+    assert_one_error(code, lines, str(demo_media["source_image"]), "512x512")
+
+
+@pytest.mark.parametrize("case", ["source", "result folder"])
+def test_demo_crop_preview_is_checked_before_any_work(case, demo_media, tmp_path, capsys, monkeypatch):
+    preview = tmp_path / "result.crop.png"
+    if case == "source":
+        preview.write_bytes(demo_media["source_image"].read_bytes())
+        changes = {"source_image": preview}
+    else:
+        preview.mkdir()
+        changes = {}
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--crop", "face", networks=False, **changes)
+    assert_one_error(code, lines, str(preview))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == kept
+
+
+def test_demo_crop_box_outside_the_source_names_the_demos_flag(demo_media, capsys, monkeypatch):
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--crop", "100,100,600,600", networks=False)
+    assert_one_error(code, lines, "--crop 100,100,600,600", str(demo_media["source_image"]), "512x512")
+    assert "--box" not in lines[0]
+
+
+def test_demo_nothing_found_suggests_the_demos_own_flag(demo_media, tmp_path, capsys, monkeypatch):
+    iio.imwrite(tmp_path / "blank.png", np.full((128, 128, 3), 90, np.uint8))
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--crop", "face", networks=False,
+                           source_image=tmp_path / "blank.png")
+    assert_one_error(code, lines, "no face found", "--crop LEFT,TOP,RIGHT,BOTTOM")
+    assert "tools/crop.py" not in lines[0]
+
+
+def test_demo_crop_notes_name_the_users_files(demo_media, capsys, monkeypatch):
+    code, lines = run_demo(capsys, monkeypatch, demo_media, "--crop", "face", "--audio")
+    assert code == 0, lines
+    assert f"note: {demo_media['driving_video']} has no sound track; the result is silent" in lines
+    assert not [line for line in lines if "mraa-crop" in line], lines
+    assert (demo_media["result_video"].parent / "result.crop.png").exists()
