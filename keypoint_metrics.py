@@ -23,8 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import landmarks
-from media import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, atomic_file, iter_video_frames, list_frames,
-                   strip_extension)
+from media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_file, iter_video_frames, list_frames, strip_extension
 
 LOSSLESS = ('.png', '.bmp', '.tif', '.tiff')
 NOTE = ("keypoints from MediaPipe's models (mediapipe 0.10.14's wheel, run by LiteRT); these numbers compare runs of "
@@ -242,6 +241,3 @@ def summary_line(metrics):
             f"no {metrics['target']} found in {missing['ground_truth']} ground-truth and {missing['generated']} "
             f"generated frames (left out)")
 
-
-__all__ = ["MetricsError", "VideoReadError", "Tally", "compare_video", "evaluate_pairs", "evaluate_reconstruction",
-           "frame_format", "pairs_of", "reconstruction_pairs", "summary_line", "write_metrics"]

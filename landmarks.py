@@ -437,7 +437,8 @@ class BodyLandmarker(Landmarker):
         """The 39 points (33 joints and 6 auxiliary, (39, 2)) in frame pixels, refined on their heatmaps, and the
         probability of each being visible and present (39,), or None when the network finds no person; its input
         is the crop in [0, 1]."""
-        landmarks, flag, _, heatmaps = self.network(warp(frame, rect, self.network.size, smoothed=True))[:4]  # (195,), (1,), .., (64, 64, 39)
+        outputs = self.network(warp(frame, rect, self.network.size, smoothed=True))
+        landmarks, flag, heatmaps = outputs[0], outputs[1], outputs[3]  # (195,), (1,), (64, 64, 39)
         if float(flag.ravel()[0]) < MIN_SCORE:  # the pose flag is a probability already
             return None
         landmarks = landmarks.reshape(-1, 5)  # (39, 5): x, y, z in crop pixels, visibility, presence (logits)

@@ -23,7 +23,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
 
 from config import ConfigError, load_config  # noqa: E402
 from errors import one_line  # noqa: E402
-from keypoint_metrics import MetricsError, evaluate_pairs, evaluate_reconstruction, pairs_of, write_metrics  # noqa: E402
+from keypoint_metrics import (MetricsError, evaluate_pairs, evaluate_reconstruction, pairs_of,  # noqa: E402
+                              write_metrics)
 from landmarks import TARGETS, DetectorUnavailable, check_available  # noqa: E402
 from media import MediaError  # noqa: E402
 
