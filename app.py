@@ -43,7 +43,7 @@ from checkpoint import CheckpointError  # noqa: E402
 from config import ConfigError  # noqa: E402
 from errors import one_line  # noqa: E402
 from media import MediaError, check_pixels, stored_frame_size, video_info  # noqa: E402
-from model_cards import card_for  # noqa: E402
+from model_cards import card_for, card_path  # noqa: E402
 from pipeline import InputError, Request, animate_files  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -96,7 +96,9 @@ def model_card(settings, name):
     if name not in settings.models:
         return ""
     config, checkpoint = settings.models[name]
-    return f"**{name}**: {card_for(checkpoint, config).line()}"
+    card = card_for(checkpoint, config)
+    return f"**{name}**: " + (card.line() if card is not None else "no card says what it was trained on or what it "
+                              f"animates (a {card_path(checkpoint).name} beside the checkpoint would)")
 
 
 @dataclass

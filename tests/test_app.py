@@ -426,6 +426,182 @@ def test_files_gradio_used_to_refuse_are_one_line(change, fragments, settings, c
 
 
 # ----------------------------------------------------------------------------------------------------------
+# A real server, over plain HTTP
+
+
+def start_server(folder, *flags):
+    """app.py in its own process on a free local port, logging to folder/app.log: (process, port)."""
+    port = free_port()
+    log = open(folder / "app.log", "w")
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port), "--device", "cpu",
+                                *flags], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log.close()
+    deadline = time.time() + 90
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail((folder / "app.log").read_text())
+            time.sleep(0.5)
+
+
+def stop_server(process):
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def call(port, method, path, body=None, headers=None):
+    """(status, headers, body) of one request to the local server."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def upload(port, path, headers=None):
+    """POST a file to Gradio's upload route as a browser does: (status, its path on the server or the body)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{Path(path).name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + Path(path).read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    status, _, answer = call(port, "POST", "/gradio_api/upload", body,
+                             {"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})})
+    return status, json.loads(answer)[0] if status == 200 else answer
+
+
+def file_data(server_path, name):
+    return {"path": server_path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+def press_animate(port, source, driving, model="mine", crop="none", box=""):
+    """The Animate button through Gradio's queue, as the page calls it: its three outputs, or the failure."""
+    config = json.loads(call(port, "GET", "/config")[2])
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "animate")
+    session = uuid.uuid4().hex
+    join = {"data": [source, driving, model, "avd", crop, box, False, False], "fn_index": fn_index,
+            "session_hash": session, "event_data": None, "trigger_id": None}
+    status, _, answer = call(port, "POST", "/gradio_api/queue/join", json.dumps(join).encode(),
+                             {"Content-Type": "application/json"})
+    assert status == 200, answer
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+    try:
+        connection.request("GET", f"/gradio_api/queue/data?session_hash={session}")
+        response = connection.getresponse()
+        for line in response:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    assert message.get("success"), message
+                    return message["output"]["data"]
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the HTTP tests: models folder with a private file and a .env beside the model, 1 MB uploads,
+    its own work folder."""
+    folder = tmp_path_factory.mktemp("server")
+    models = folder / "models"
+    models.mkdir()
+    shutil.copy(REPO_ROOT / "sup-mat" / "puppets64.pth", models / "mine.pth")
+    shutil.copy(REPO_ROOT / "config" / "puppets64.yaml", models / "mine.yaml")
+    (models / "private.pth").write_bytes(b"PRIVATE-WEIGHTS")
+    (models / ".env").write_text("API_KEY=SECRET-KEY\n")
+    process, port = start_server(folder, "--models", str(models), "--max_upload_mb", "1",
+                                 "--work_dir", str(folder / "work"))
+    clip = write_clip(folder / "clip.mp4", 4)
+    try:
+        yield {"port": port, "folder": folder, "models": models, "clip": file_data(upload(port, clip)[1], "clip.mp4")}
+    finally:
+        stop_server(process)
+
+
+@pytest.mark.slow
+def test_only_the_pages_own_files_are_served(server):
+    """issue 24.4: /gradio_api/file=<a models folder's file> served sup-mat/private.pth or .env."""
+    port, models = server["port"], server["models"]
+    for path in [models / "private.pth", models / ".env", models / "mine.pth", models / "mine.yaml",
+                 REPO_ROOT / "sup-mat" / "puppets64.pth", REPO_ROOT / "sup-mat" / "puppets64.card.json",
+                 REPO_ROOT / "config" / "puppets64.yaml", REPO_ROOT / "sup-mat" / "source.png", REPO_ROOT / "app.py",
+                 server["folder"] / "app.log"]:
+        status, _, body = call(port, "GET", f"/gradio_api/file={path}")
+        assert status in (403, 404) and b"SECRET-KEY" not in body and b"PRIVATE-WEIGHTS" not in body, (path, status)
+    config = json.loads(call(port, "GET", "/config")[2])
+    samples = next(c for c in config["components"] if c["type"] == "dataset")["props"]["samples"][0]
+    for sample in samples:  # the example is served, from Gradio's cache
+        status, _, body = call(port, "GET", "/gradio_api/file=" + sample["path"])
+        assert status == 200 and len(body) > 1000
+
+
+@pytest.mark.slow
+def test_a_foreign_host_or_origin_is_refused(server):
+    """issue 24.7: Host: evil.example and cross-origin uploads were served (DNS rebinding drives the page)."""
+    port = server["port"]
+    status, _, body = call(port, "GET", "/", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and b"<html" not in body.lower() and b"evil.example" in body
+    assert call(port, "GET", "/config", headers={"Host": f"evil.example:{port}"})[0] == 403
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"]:
+        assert call(port, "GET", "/", headers={"Host": host})[0] == 200, host
+    for origin in ["http://evil.example", f"http://evil.example:{port}", "null", f"http://localhost:{port + 1}"]:
+        status, body = upload(port, SOURCE, {"Origin": origin})
+        assert status == 403 and b"refused" in body, origin
+        status, _, _ = call(port, "POST", "/gradio_api/queue/join", b"{}",
+                            {"Origin": origin, "Content-Type": "application/json"})
+        assert status == 403, origin
+    assert upload(port, SOURCE, {"Origin": f"http://127.0.0.1:{port}"})[0] == 200  # the page itself
+
+
+@pytest.mark.slow
+def test_uploads_are_limited_as_sent(server, tmp_path):
+    """issue 24.6: a 2.4 MB PNG as a base64 data: URL passed a 1 MB limit."""
+    port = server["port"]
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np.uint8)).save(noisy)
+    assert noisy.stat().st_size > 2 * 2 ** 20
+    source = {"url": data_url(noisy.read_bytes()), "path": None, "meta": {"_type": "gradio.FileData"}}
+    result, preview, status = press_animate(port, source, server["clip"])
+    assert result is None and status.startswith("error: the source image is 2.") and "at most 1 MB" in status
+    assert upload(port, noisy)[0] == 413  # the upload route stops it too
+
+
+@pytest.mark.slow
+def test_uploads_reach_the_pipeline_as_they_were_sent(server, tmp_path):
+    """issues 24.8 and 24.11: a 16-bit PNG animated white; a text file renamed .png, a video as the photo and a
+    20000x20000 PNG got a bare "Error" and no status."""
+    port, clip = server["port"], server["clip"]
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    cases = [(sixteen_bit_grey(tmp_path / "deep.png"), "done: mine, avd mode, crop none; deep.png is a grey-scale"),
+             (text, "error: cannot read image notes.png"), (write_clip(tmp_path / "walk.mp4", 2), "error: walk.mp4 is a video"),
+             (png_header(tmp_path / "huge.png", 20000, 20000), "error: image huge.png has more pixels")]
+    for path, expected in cases:
+        status, server_path = upload(port, path)
+        assert status == 200
+        result, _, line = press_animate(port, file_data(server_path, path.name), clip)
+        assert line.startswith(expected) and "\n" not in line and "/" not in line.replace("H.264", ""), line
+        if line.startswith("done"):
+            _, _, video = call(port, "GET", (result.get("video") or result)["url"].split(str(port), 1)[-1])
+            (tmp_path / "result.mp4").write_bytes(video)
+            assert next(iter(iio.imiter(tmp_path / "result.mp4"))).mean() / 255 < 0.9  # not white
+    work = server["folder"] / "work"
+    assert len(list(work.glob("request-*"))) == 1  # the three failed requests left no folder
+
+
+@pytest.mark.slow
+def test_the_server_says_its_own_share_flag(server):
+    log = (server["folder"] / "app.log").read_text()
+    assert "share=True" not in log and "--share" in log and f"127.0.0.1:{server['port']}" in log
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The page in a real browser
 
 
