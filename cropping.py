@@ -714,7 +714,8 @@ def crop_inputs(source, driving, target, folder, size=256, box=None, preview=Non
                                     max_pixels=max_pixels)
     if box is not None:
         if preview:
-            shutil.copyfile(folder / "source.preview.png", preview)
+            with atomic_file(preview) as temporary:  # an earlier picture stays whole if the copy fails
+                shutil.copyfile(folder / "source.preview.png", temporary)
         return CroppedInputs(source_out, Path(driving), source_report, {})
     driving_out = folder / ("driving" + Path(driving).suffix.lower())
     driving_report = crop_video_file(driving, driving_out, target, size, like=source_report, detector=detector,

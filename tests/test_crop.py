@@ -339,13 +339,16 @@ PROFILE_FACE_35 = Box(185, 25, 255, 95)  # the speaker's face in frames 35-36 of
 
 
 @pytest.mark.slow
-def test_like_on_a_continuous_talk_is_one_box_holding_the_face_in_every_frame(tmp_path, talk_clip, astro_face,
-                                                                                detector, monkeypatch, capsys):
-    """The red-team's command: tools/crop.py talk_60_130.mp4 --like astro_face.json --size 256."""
+@pytest.mark.parametrize("how", ["--like", "--target person"])
+def test_a_continuous_talk_is_one_box_holding_the_face_in_every_frame(how, tmp_path, talk_clip, astro_face,
+                                                                      detector, monkeypatch, capsys):
+    """The red-team's command: tools/crop.py talk_60_130.mp4 --like astro_face.json --size 256 (2 scenes before,
+    3 for --target person, with a jump cut in the result)."""
     seen = []
     real_look = cropping.look
     monkeypatch.setattr(cropping, "look", lambda *args: seen.append(real_look(*args)) or seen[-1])
-    code, lines = run(capsys, talk_clip, "--like", astro_face, "--size", "64", "--out", tmp_path / "t.mp4",
+    flags = ["--like", astro_face] if how == "--like" else how.split()
+    code, lines = run(capsys, talk_clip, *flags, "--size", "64", "--out", tmp_path / "t.mp4",
                       "--report", tmp_path / "t.json")
     assert code == 0, lines
     report = json.loads((tmp_path / "t.json").read_text())
