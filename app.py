@@ -41,7 +41,7 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 import cropping  # noqa: E402
 from checkpoint import CheckpointError  # noqa: E402
 from config import ConfigError  # noqa: E402
-from errors import one_line  # noqa: E402
+from errors import one_line, signals_as_interrupts  # noqa: E402
 from media import MediaError, check_pixels, stored_frame_size, video_info  # noqa: E402
 from model_cards import card_for, card_path  # noqa: E402
 from pipeline import InputError, Request, animate_files  # noqa: E402
@@ -563,7 +563,10 @@ def main(argv=None):
         shown = "localhost" if args.host in WILDCARD_HOSTS else args.host
         print(f"Running on http://{shown}:{args.port} (work folder {settings.work_dir}; "
               f"{'a public link follows' if args.share else 'no public link: --share makes one'})", flush=True)
-        page.launch(**launch_options(args, settings))
+        with signals_as_interrupts():  # SIGTERM too ends Gradio's loop, so the folder below is removed
+            page.launch(**launch_options(args, settings))
+    except KeyboardInterrupt:
+        pass
     finally:
         if args.work_dir is None:  # ours alone: made by mkdtemp for this run
             shutil.rmtree(settings.work_dir, ignore_errors=True)
