@@ -316,12 +316,22 @@ def uploaded_file(payload, what, max_bytes, cache_dir):
     return payload.path or None
 
 
+async def move_to_cache_fetching_nothing(component, url_or_file_path):
+    """Gradio downloads a file whose "path" in an API call is a URL; the page takes uploads only, so it never makes
+    a request outside (a component's ``async_move_resource_to_block_cache``)."""
+    if url_or_file_path is not None and re.match(r"(?i)^[a-z][a-z0-9+.-]*://", str(url_or_file_path)):
+        raise gr.Error(f"{str(url_or_file_path)[:80]}: upload the file; this page fetches nothing from the network",
+                       print_exception=False)
+    return await gr.blocks.Block.async_move_resource_to_block_cache(component, url_or_file_path)
+
+
 class SourceImage(gr.Image):
     """gr.Image that passes on the uploaded file itself: a 16-bit, grey or transparent PNG reaches the pipeline as
     it was (with the demo's notes), and a file that is not an image gets the pipeline's one line, not Gradio's
     bare "Error". A template of gr.Image (Gradio's way to change a component's Python side only)."""
     is_template = True
     max_bytes = None  # set by build_page
+    async_move_resource_to_block_cache = move_to_cache_fetching_nothing
 
     def preprocess(self, payload):
         return uploaded_file(payload, "source image", self.max_bytes, self.GRADIO_CACHE)
@@ -331,6 +341,7 @@ class DrivingVideo(gr.Video):
     """gr.Video that passes on the uploaded file itself (no conversion by ffmpeg before the page's checks)."""
     is_template = True
     max_bytes = None
+    async_move_resource_to_block_cache = move_to_cache_fetching_nothing
 
     def preprocess(self, payload):
         return uploaded_file(payload, "driving video", self.max_bytes, self.GRADIO_CACHE)

@@ -500,8 +500,9 @@ def file_data(server_path, name):
     return {"path": server_path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
 
 
-def press_animate(port, source, driving, model="mine", crop="none", box=""):
-    """The Animate button through Gradio's queue, as the page calls it: its three outputs, or the failure."""
+def press_animate(port, source, driving, model="mine", crop="none", box="", fails=False):
+    """The Animate button through Gradio's queue, as the page calls it: its three outputs (with ``fails``, the
+    message of the failure)."""
     config = json.loads(call(port, "GET", "/config")[2])
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "animate")
     session = uuid.uuid4().hex
@@ -518,6 +519,9 @@ def press_animate(port, source, driving, model="mine", crop="none", box=""):
             if line.startswith(b"data:"):
                 message = json.loads(line[5:])
                 if message.get("msg") == "process_completed":
+                    if fails:
+                        assert not message.get("success"), message
+                        return message["output"].get("error")
                     assert message.get("success"), message
                     return message["output"]["data"]
     finally:
@@ -614,6 +618,13 @@ def test_uploads_reach_the_pipeline_as_they_were_sent(server, tmp_path):
             assert next(iter(iio.imiter(tmp_path / "result.mp4"))).mean() / 255 < 0.9  # not white
     work = server["folder"] / "work"
     assert len(list(work.glob("request-*"))) == 1  # the three failed requests left no folder
+
+
+@pytest.mark.slow
+def test_the_server_fetches_nothing_named_by_a_url(server):
+    source = file_data("http://198.51.100.7/face.png", "face.png")  # Gradio would download it (TEST-NET-2)
+    error = press_animate(server["port"], source, server["clip"], fails=True)
+    assert "upload the file; this page fetches nothing" in error and "\n" not in error
 
 
 @pytest.mark.slow
