@@ -158,6 +158,8 @@ def test_two_users_at_once_get_their_own_results(settings, tmp_path):
     paths = [result[0] for result in results]
     assert all(paths) and paths[0] != paths[1], results
     assert [len(list(iio.imiter(path))) for path in paths] == [4, 7]  # each user's own frames
+    alone = request(settings, driving=clips[0])[0]
+    assert np.array_equal(np.stack(list(iio.imiter(alone))), np.stack(list(iio.imiter(paths[0]))))  # the same
 
 
 @pytest.mark.parametrize("change, fragments", [
