@@ -42,7 +42,7 @@ import cropping  # noqa: E402
 from checkpoint import CheckpointError  # noqa: E402
 from config import ConfigError  # noqa: E402
 from errors import one_line, signals_as_interrupts  # noqa: E402
-from media import MediaError, check_pixels, stored_frame_size, video_info  # noqa: E402
+from media import MediaError, check_pixels, video_info  # noqa: E402
 from model_cards import card_for, card_path  # noqa: E402
 from pipeline import InputError, Request, animate_files  # noqa: E402
 
@@ -541,8 +541,9 @@ def parse_args(argv=None):
 
 def launch_options(args, settings=None):
     """Keyword arguments of ``Blocks.launch``: the address, no share link unless asked, the upload limit in bytes,
-    only the work folder served (the results; the example is served from Gradio's cache), host and origin checks, Gradio's own lines silenced (we print
-    ours), and a footer without Gradio's "Use via API" link (the page is for people; the demo is the API)."""
+    only the work folder served (the results; the example is served from Gradio's cache), host and origin
+    checks, Gradio's own lines silenced (we print ours), no monitoring page, no static-file workers outside the
+    checks, and a footer without Gradio's "Use via API" link (the page is for people; the demo is the API)."""
     suffixes = (".gradio.live",) if args.share else ()
     check = Middleware(HostAndOriginCheck, names=accepted_host_names(args), suffixes=suffixes)
     return {"server_name": args.host, "server_port": args.port, "share": args.share,

@@ -2,7 +2,6 @@
 a real headless browser (Debian's chromium through chromium-driver)."""
 import base64
 import http.client
-import io
 import json
 import os
 import re
@@ -606,7 +605,8 @@ def test_uploads_reach_the_pipeline_as_they_were_sent(server, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     cases = [(sixteen_bit_grey(tmp_path / "deep.png"), "done: mine, avd mode, crop none;"),
-             (text, "error: cannot read image notes.png"), (write_clip(tmp_path / "walk.mp4", 2), "error: walk.mp4 is a video"),
+             (text, "error: cannot read image notes.png"),
+             (write_clip(tmp_path / "walk.mp4", 2), "error: walk.mp4 is a video"),
              (png_header(tmp_path / "huge.png", 20000, 20000), "error: image huge.png has more pixels")]
     for path, expected in cases:
         status, server_path = upload(port, path)
