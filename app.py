@@ -325,26 +325,14 @@ async def move_to_cache_fetching_nothing(component, url_or_file_path):
     return await gr.blocks.Block.async_move_resource_to_block_cache(component, url_or_file_path)
 
 
-class SourceImage(gr.Image):
-    """gr.Image that passes on the uploaded file itself: a 16-bit, grey or transparent PNG reaches the pipeline as
-    it was (with the demo's notes), and a file that is not an image gets the pipeline's one line, not Gradio's
-    bare "Error". A template of gr.Image (Gradio's way to change a component's Python side only)."""
-    is_template = True
-    max_bytes = None  # set by build_page
-    async_move_resource_to_block_cache = move_to_cache_fetching_nothing
-
-    def preprocess(self, payload):
-        return uploaded_file(payload, "source image", self.max_bytes, self.GRADIO_CACHE)
-
-
-class DrivingVideo(gr.Video):
-    """gr.Video that passes on the uploaded file itself (no conversion by ffmpeg before the page's checks)."""
-    is_template = True
-    max_bytes = None
-    async_move_resource_to_block_cache = move_to_cache_fetching_nothing
-
-    def preprocess(self, payload):
-        return uploaded_file(payload, "driving video", self.max_bytes, self.GRADIO_CACHE)
+def as_sent(component, what, max_bytes):
+    """Make a gr.Image or gr.Video pass on the uploaded file itself: a 16-bit, grey or transparent PNG reaches the
+    pipeline as it was (with the demo's notes), a file that is not an image gets the pipeline's one line, not
+    Gradio's bare "Error", a video is not converted before the page's checks, and nothing is fetched. Set on the
+    instance: a subclass of a Gradio component makes Gradio write a .pyi file beside this module."""
+    component.preprocess = lambda payload: uploaded_file(payload, what, max_bytes, component.GRADIO_CACHE)
+    component.async_move_resource_to_block_cache = lambda path: move_to_cache_fetching_nothing(component, path)
+    return component
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -372,10 +360,11 @@ def build_page(settings):
                     "animates (its card is beside its name) and a video whose motion it should copy, or use the "
                     "bundled example under them; then press **Animate**.")
         with gr.Row():
-            source = SourceImage(type="filepath", image_mode=None, sources=["upload"], height=300, elem_id="source",
-                                 label="Source image (click two corners to set a crop box)")
-            driving = DrivingVideo(label="Driving video", sources=["upload"], height=300, elem_id="driving")
-            source.max_bytes = driving.max_bytes = max_bytes
+            source = gr.Image(type="filepath", image_mode=None, sources=["upload"], height=300, elem_id="source",
+                              label="Source image (click two corners to set a crop box)")
+            source = as_sent(source, "source image", max_bytes)
+            driving = as_sent(gr.Video(label="Driving video", sources=["upload"], height=300, elem_id="driving"),
+                              "driving video", max_bytes)
         # Examples are copied into Gradio's cache as the page is built: the models folder itself is never served.
         gr.Examples([[str(EXAMPLE[0]), str(EXAMPLE[1])]], inputs=[source, driving], label="Bundled example")
         with gr.Row():

@@ -30,6 +30,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 require_app_module("gradio")
 require_app_module("cv2")
 import app  # noqa: E402
+import gradio as gr  # noqa: E402
 
 SOURCE, DRIVING = app.EXAMPLE
 
@@ -349,12 +350,11 @@ def test_an_upload_is_checked_and_used_as_the_bytes_that_were_sent(settings, cli
     noisy = tmp_path / "noisy.png"
     Image.fromarray((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np.uint8)).save(noisy)
     assert noisy.stat().st_size > 2 * 2 ** 20
-    component = app.SourceImage(type="filepath", image_mode=None)
-    component.max_bytes = 2 ** 20
+    component = app.as_sent(gr.Image(type="filepath", image_mode=None), "source image", 2 ** 20)
     refused = component.preprocess(Payload(url=data_url(noisy.read_bytes())))
     assert isinstance(refused, app.Refused)
     assert_one_line_error(request(settings, source=refused, driving=clip)[2], "source image is 2.", "at most 1 MB")
-    component.max_bytes = 5 * 2 ** 20
+    component = app.as_sent(gr.Image(type="filepath", image_mode=None), "source image", 5 * 2 ** 20)
     kept = component.preprocess(Payload(url=data_url(noisy.read_bytes())))
     assert Path(kept).read_bytes() == noisy.read_bytes()  # byte for byte, not re-encoded
     assert component.preprocess(Payload(path=str(noisy))) == str(noisy)  # an upload: the file itself
@@ -371,7 +371,7 @@ def sixteen_bit_grey(path):
 def test_a_16_bit_png_is_animated_as_it_is_with_the_demos_notes(settings, clip, tmp_path):
     """issue 24.8: a 16-bit PNG was animated as a white image, and the grey and alpha notes were lost."""
     path = sixteen_bit_grey(tmp_path / "deep.png")
-    component = app.SourceImage(type="filepath", image_mode=None)
+    component = app.as_sent(gr.Image(type="filepath", image_mode=None), "source image", 2 ** 20)
     assert component.preprocess(Payload(path=str(path))) == str(path)
     result, _, status = request(settings, source=path, driving=clip)
     assert status.startswith("done") and "deep.png is a grey-scale image" in status, status
