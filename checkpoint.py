@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from model_cards import where_to_get
 from modules.build import MODEL_NAMES
 
 
@@ -37,14 +38,18 @@ def _sniff(path):
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return ("it is an HTML page, not a checkpoint (a failed or redirected download): download the file "
                 "again from its direct link")
-    return None
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive (torch >= 1.6) or a pickle (the published files)
+        return None
+    if b"\0" not in head and all(byte >= 32 or byte in b"\t\n\r" for byte in head):
+        return f"it is a text file (it begins {head.decode('utf-8', 'replace').strip()[:40]!r}), not a checkpoint"
+    return "torch writes a zip archive or a pickle, and this file is neither (another kind of file?)"
 
 
 def read_checkpoint(path, map_location="cpu"):
     """Load a checkpoint file safely; raises CheckpointError with a plain reason for anything unusable."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found{where_to_get(path)}")
     reason = _sniff(path)
     if reason:
         raise CheckpointError(f"{path}: not a checkpoint: {reason}")

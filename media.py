@@ -540,7 +540,7 @@ def probe_error(path):
 # Writing: atomic files and folders
 
 
-def _temporary_name(path):
+def temporary_name(path):
     """A hidden name beside ``path`` that says whose process made it: .<name>.<pid>.<random>.part<suffix>."""
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part{path.suffix}")
 
@@ -602,12 +602,25 @@ def check_not_an_input(result, inputs):
                              f"{what} would be lost")
 
 
+def check_outputs(outputs, inputs):
+    """Refuse outputs ({what: path}; None skipped) that name an input ({what: path}) or one another, by whatever
+    path: a tool that writes several files checks them all before any work, so none overwrites what it reads or
+    what it has just written."""
+    outputs = [(what, path) for what, path in outputs.items() if path is not None]
+    for i, (what, path) in enumerate(outputs):
+        check_not_an_input(path, inputs)
+        for other, other_path in outputs[i + 1:]:
+            if same_file(path, other_path):
+                raise MediaError(f"{path} is given as both the {what} and the {other}: give each its own file, or "
+                                 f"one would overwrite the other")
+
+
 @contextlib.contextmanager
 def atomic_file(path):
     """Yields a temporary path beside ``path``; renamed over it when the block ends normally, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_name(path)
+    temporary = temporary_name(path)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -624,7 +637,7 @@ def staged_folder(folder):
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(folder)
-    staging = _temporary_name(folder)
+    staging = temporary_name(folder)
     staging.mkdir()
     try:
         yield staging
@@ -664,7 +677,7 @@ class VideoWriter:
         if self._ffmpeg is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             clean_stale_temporaries(self.path)
-            self._temporary = _temporary_name(self.path)
+            self._temporary = temporary_name(self.path)
             _, H, W, _ = frames.shape
             self._ffmpeg = imageio_ffmpeg.write_frames(str(self._temporary), (W, H), fps=self.fps,
                                                        ffmpeg_log_level='error', **self.options)

@@ -6,7 +6,7 @@ A checkpoint's card is, in this order:
   the keys of ``ModelCard``;
 - the card of a published model, when the checkpoint or its config is named as the authors named theirs
   (``vox256``, ``taichi256``, ``ted384``, ``mgif256``);
-- otherwise a card that says only what the config tells (the frame size) and that nothing else is known.
+- otherwise none: ``card_for`` returns None, and ``describe`` says how to add one.
 
 The demo prints a checkpoint's card in one note, and the web page shows it beside the model's name, so nobody
 feeds a photo of a face to a model that has only ever seen puppets without being told.
@@ -49,6 +49,13 @@ PUBLISHED = {
 }
 
 
+def where_to_get(checkpoint):
+    """For a missing checkpoint named as a published one, where it is published (to end a message); else ''."""
+    if Path(checkpoint).name.split(".")[0] in PUBLISHED:
+        return f"; {WHERE_PUBLISHED}"
+    return ""
+
+
 def card_path(checkpoint):
     """``NAME.card.json`` beside ``NAME.pth``."""
     checkpoint = Path(checkpoint)
@@ -72,23 +79,21 @@ def write_card(path, card):
         Path(temporary).write_text(json.dumps(asdict(card), indent=1) + "\n", encoding="utf-8")
 
 
-def _frame_size(config_path):
-    try:
-        from config import load_config
-        shape = load_config(config_path)["dataset_params"].get("frame_shape")
-    except Exception:  # the card is advice: a config that does not load is reported where it is used
-        return "an unknown size"
-    return f"{shape[0]}x{shape[1]}" if shape else "an unknown size"
-
-
 def card_for(checkpoint, config=None):
-    """The card of a checkpoint (see the module's docstring); never None."""
+    """The card of a checkpoint (see the module's docstring), or None when it has none."""
     card = read_card(card_path(checkpoint))
     if card is not None:
         return card
     for name in (Path(checkpoint).name.split(".")[0], Path(config).stem if config else None):
         if name in PUBLISHED:
             return PUBLISHED[name]
-    return ModelCard("data this tool does not know (no card)", _frame_size(config) if config else "an unknown size",
-                     "what it was trained on", source=f"add {card_path(checkpoint).name} beside the checkpoint to "
-                                                      "describe it")
+    return None
+
+
+def describe(checkpoint, config=None):
+    """One sentence for a page: the card's, or how to write one."""
+    card = card_for(checkpoint, config)
+    if card is not None:
+        return card.line()
+    return (f"no card says what this model was trained on or what it animates: write {card_path(checkpoint).name} "
+            f"beside the checkpoint (keys {', '.join(f.name for f in fields(ModelCard))})")

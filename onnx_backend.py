@@ -17,14 +17,14 @@ the SVD with LAPACK's signs, so the graphs compute what the torch path computes.
 of graphs and offers ``region_predictor(image)``, ``generator(source, driving_params, source_params, bg_params,
 source_features=...)``, ``generator.encode(source)`` and ``avd_network(source_params, driving_params)`` with
 numpy or torch tensors in and the same kind out: ``animate.Animator(..., optimize=False)`` runs on them as they
-are. :func:`cached_export` reuses an export made before for the same config, checkpoint and frame size.
+are. :func:`cached_export` reuses an export made before for the same config, checkpoint and frame size, once
+:func:`check_export` finds it whole (the manifest lists each graph's SHA-256); a damaged one is exported again.
 """
 import hashlib
 import importlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from torch import nn
 from checkpoint import CheckpointError
 from config import load_config
 from inference import load_networks
+from media import check_outputs, clean_stale_temporaries, temporary_name
 from modules.optimize import optimize_for_inference
 
 OPSET = 18
@@ -43,6 +44,7 @@ MANIFEST = "manifest.json"
 REGION_KEYS = ("shift", "heatmap", "covar", "affine")  # what the region predictor's graph returns, when it has it
 AVD_KEYS = ("shift", "affine", "covar")
 GENERATOR_OUTPUTS = ("prediction", "deformed", "optical_flow", "occlusion_map")
+GRAPH_NAMES = ("region_predictor", "encoder", "generator", "avd_network")
 EXPORT_BATCH = 2  # the example batch traced: a batch of 1 would be taken for a constant
 
 
@@ -179,17 +181,23 @@ def export_networks(models, out_dir, frame_shape):
             write("avd_network", AVDGraph(models["avd_network"]), inputs,
                   ["source_shift", "source_affine", "driving_shift", "driving_affine"], AVD_KEYS,
                   {"driving_shift", "driving_affine"})
+    manifest["files"] = {f"{name}.onnx": _file_digest(out_dir / f"{name}.onnx") for name in manifest["graphs"]}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out_dir
 
 
 def export_checkpoint(config_path, checkpoint_path, out_dir, frame_shape):
     """Export the graphs of a config and checkpoint to ``out_dir``, atomically: they are written to a folder beside
-    it, then moved in one by one, manifest last (files of other names already in ``out_dir`` stay)."""
+    it, then moved in one by one, manifest last (files of other names already in ``out_dir`` stay). The files it
+    writes may not be the config or the checkpoint it reads."""
     out_dir = Path(out_dir)
+    written = {name: out_dir / name for name in (*(f"{n}.onnx" for n in GRAPH_NAMES), MANIFEST)}
+    check_outputs(written, {"config": config_path, "checkpoint": checkpoint_path})
     models = load_networks(config_path, checkpoint_path, "cpu")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    clean_stale_temporaries(out_dir)
+    scratch = temporary_name(out_dir)
+    scratch.mkdir()
     try:
         export_networks(models, scratch, frame_shape)
         out_dir.mkdir(exist_ok=True)
@@ -226,20 +234,64 @@ def default_cache_dir():
     return Path(root) / "onnx"
 
 
-def cached_export(config_path, checkpoint_path, frame_shape, cache_dir=None):
+def check_export(folder):
+    """None when ``folder`` holds a whole export of this code's format, unchanged since it was written; else why
+    not, as a phrase."""
+    manifest_path = Path(folder) / MANIFEST
+    if not manifest_path.is_file():
+        return f"{MANIFEST} is missing"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        graphs, files = manifest["graphs"], manifest.get("files")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is not a manifest (damaged)"
+    if manifest.get("format") != FORMAT:
+        return f"its graphs are of format {manifest.get('format')}; this code reads format {FORMAT}"
+    if not isinstance(files, dict) or set(files) != {f"{name}.onnx" for name in graphs}:
+        return f"{MANIFEST} lists no hashes of its graphs (an export by an older version)"
+    for name, digest in files.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _file_digest(path) != digest:
+            return f"{name} has changed since it was exported (damaged or truncated)"
+    return None
+
+
+def _discard(path):
+    """Remove a damaged export (a folder, or a file where one should be) by renaming it aside first, so that no
+    other process sees it half removed."""
+    aside = temporary_name(path)
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+
+
+def cached_export(config_path, checkpoint_path, frame_shape, cache_dir=None, notify=None):
     """The folder of the graphs for a config, checkpoint and frame size (H, W): exported the first time, reused
-    after (the folder appears whole or not at all). Returns (folder, whether it was exported now)."""
+    after (the folder appears whole or not at all), and exported again, with a note, when it is damaged.
+    Scratch folders of exports that were killed are removed. Returns (folder, whether it was exported now)."""
+    notify = notify or (lambda message: None)
     folder = Path(cache_dir or default_cache_dir()) / export_key(config_path, checkpoint_path, frame_shape)
-    if (folder / MANIFEST).is_file():
-        return folder, False
+    clean_stale_temporaries(folder)
+    if folder.exists():
+        problem = check_export(folder) if folder.is_dir() else "it is not a folder"
+        if problem is None:
+            return folder, False
+        notify(f"the cached ONNX export {folder} cannot be used ({problem}); exporting the networks again "
+               f"(about 25 s)")
+        _discard(folder)
+    else:
+        notify(f"exporting the networks for ONNX Runtime (once per model and frame size, about 25 s) into "
+               f"{folder.parent}")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    scratch = temporary_name(folder)
+    scratch.mkdir()
     try:
         export_networks(load_networks(config_path, checkpoint_path, "cpu"), scratch, frame_shape)
         try:
             os.replace(scratch, folder)
         except OSError:  # another process exported it meanwhile
-            if not (folder / MANIFEST).is_file():
+            if check_export(folder) is not None:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -254,7 +306,11 @@ class _Graph:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, NoSuchFile, Fail)
+            raise OnnxBackendError(f"{path}: ONNX Runtime cannot load this graph ({type(error).__name__}): "
+                                   f"export it again (tools/export_onnx.py)") from None
         self.inputs, self.outputs = names["inputs"], names["outputs"]
 
     def __call__(self, *tensors):
@@ -341,12 +397,13 @@ class OnnxNetworks:
     checkpoint had none) are called as the torch networks are, with numpy arrays or CPU torch tensors.
     """
 
-    def __init__(self, folder, threads=None):
+    def __init__(self, folder, threads=None, checked=False):
         folder = Path(folder)
+        problem = None if checked else check_export(folder)
+        if problem:
+            raise OnnxBackendError(f"{folder}: cannot use these graphs: {problem}; export them again: python "
+                                   f"tools/export_onnx.py --config CONFIG --checkpoint CHECKPOINT --out {folder}")
         manifest = json.loads((folder / MANIFEST).read_text())
-        if manifest.get("format") != FORMAT:
-            raise OnnxBackendError(f"{folder} holds graphs of format {manifest.get('format')}, this code reads "
-                               f"{FORMAT}: export them again")
         self.frame_shape = tuple(manifest["frame_shape"])
         graphs = {name: _Graph(folder / f"{name}.onnx", names, threads) for name, names in manifest["graphs"].items()}
         inputs = manifest["graphs"]["generator"]["inputs"]
@@ -357,16 +414,16 @@ class OnnxNetworks:
         self.avd_network = AVDRunner(graphs["avd_network"]) if "avd_network" in graphs else None
 
     @classmethod
-    def from_checkpoint(cls, config_path, checkpoint_path, frame_shape, cache_dir=None, threads=None):
+    def from_checkpoint(cls, config_path, checkpoint_path, frame_shape, cache_dir=None, threads=None, notify=None):
         """The networks of a config and checkpoint for frames of ``frame_shape`` (H, W), exported into
         ``cache_dir`` the first time (see :func:`cached_export`)."""
-        folder, _ = cached_export(config_path, checkpoint_path, frame_shape, cache_dir)
-        return cls(folder, threads)
+        folder, _ = cached_export(config_path, checkpoint_path, frame_shape, cache_dir, notify)
+        return cls(folder, threads, checked=True)
 
 
-def load_onnx_checkpoints(config_path, checkpoint_path, frame_shape, cache_dir=None, threads=None):
+def load_onnx_checkpoints(config_path, checkpoint_path, frame_shape, cache_dir=None, threads=None, notify=None):
     """``demo.load_checkpoints`` for ONNX Runtime: (generator, region_predictor, avd_network or None) for frames of
     ``frame_shape`` (H, W), exported the first time. Animate with them through ``animate.Animator(...,
     optimize=False)`` in float32, on the CPU."""
-    networks = OnnxNetworks.from_checkpoint(config_path, checkpoint_path, frame_shape, cache_dir, threads)
+    networks = OnnxNetworks.from_checkpoint(config_path, checkpoint_path, frame_shape, cache_dir, threads, notify)
     return networks.generator, networks.region_predictor, networks.avd_network

@@ -20,7 +20,8 @@ from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, fi
 from config import check_frame_size, load_config
 from inference import load_networks, missing_avd_error
 from media import (MAX_PIXELS, MediaError, TooManyPixelsError, VideoWriter, check_not_an_input, check_pixels,
-                   check_writable, ends_early, image_info, read_image, video_info)
+                   check_writable, ends_early, image_info, read_image, stored_frame_size, video_info)
+from model_cards import card_for, where_to_get
 
 AUTHORS_IMG_SHAPE = (384, 384)  # the authors' demo's --img_shape, for configs whose frame_shape is null
 BACKENDS = ("torch", "onnxruntime")
@@ -90,6 +91,16 @@ def _note_resize(path, what, height, width, img_shape, notify):
                f"{img_shape[0]}x{img_shape[1]} (crop it around the object for better results: --crop auto)")
 
 
+def note_smaller_result(request, img_shape, notify=print_note):
+    """Say so when the result will be smaller than both of the user's inputs (before any crop): a model animates
+    at the size it was trained at."""
+    source, driving = image_info(request.source_image)[:2], stored_frame_size(request.driving_video)
+    if min(source[0], driving[0]) > img_shape[0] and min(source[1], driving[1]) > img_shape[1]:
+        notify(f"the result is {img_shape[0]}x{img_shape[1]}, smaller than the inputs (source {source[0]}x"
+               f"{source[1]}, driving {driving[0]}x{driving[1]}): the model animates at the size of its training "
+               f"data; --img_shape H,W asks for another size, at some cost in quality")
+
+
 def open_driving(path, img_shape, notify=print_note):
     """Probe the driving video: its VideoInfo, with the rate the result is written at as ``fps``."""
     if not Path(path).exists():
@@ -110,7 +121,8 @@ def check_request(request):
     in a format we write, and names no input."""
     for key in ("config", "checkpoint", "source_image", "driving_video"):
         if not Path(getattr(request, key)).exists():
-            raise InputError(f"{getattr(request, key)}: {key.replace('_', ' ')} not found")
+            where = where_to_get(request.checkpoint) if key == "checkpoint" else ""
+            raise InputError(f"{getattr(request, key)}: {key.replace('_', ' ')} not found{where}")
     if request.backend not in BACKENDS:
         raise InputError(f"backend {request.backend!r}: expected one of {', '.join(BACKENDS)}")
     if request.crop not in CROPS:
@@ -192,14 +204,18 @@ def choose_initial_frame(animator, request, img_shape, num_frames, batch_size, n
 # Networks and the run
 
 
-def load_animation_networks(request, img_shape):
+def load_animation_networks(request, img_shape, notify=print_note):
     """(generator, region_predictor, avd_network or None) for the request's backend and device."""
     avd_needed_by = "--mode avd" if request.mode == "avd" else None
     if request.backend == "onnxruntime":
         import onnx_backend  # optional: requirements-onnx.txt
         if torch.device(request.device if request.device != "auto" else "cpu").type != "cpu":
             raise InputError(f"--backend onnxruntime runs on the CPU; got --device {request.device}")
-        networks = onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape)
+        if request.precision != "fp32":
+            notify(f"--backend onnxruntime runs its graphs in float32; --precision {request.precision} applies to "
+                   "the torch backend only")
+        networks = onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape,
+                                                      notify=notify)
         if avd_needed_by and networks[2] is None:
             raise missing_avd_error(request.checkpoint, avd_needed_by, "use --mode relative or standard")
         return networks
@@ -241,12 +257,16 @@ def animate_files(request, notify=print_note):
         if request.crop != "none" or request.crop_box is not None:
             request = crop_request(request, folder, img_shape, notify)
             notify = naming_users_files(notify, request, original)
-        generator, region_predictor, avd_network = load_animation_networks(request, img_shape)
+        card = card_for(request.checkpoint, request.config)
+        if card is not None:  # what the model can animate, before a face is fed to a model of puppets
+            notify(f"model {Path(request.checkpoint).name}: {card.line()}")
+        generator, region_predictor, avd_network = load_animation_networks(request, img_shape, notify)
         torch_backend = isinstance(generator, torch.nn.Module)
         device = next(generator.parameters()).device if torch_backend else torch.device("cpu")
         batch_size = request.batch_size or default_batch_size(device)
         source = frames_to_tensor([read_source(request.source_image, img_shape, notify)], device)  # (1, 3, H, W)
         info = open_driving(request.driving_video, img_shape, notify)
+        note_smaller_result(original, img_shape, notify)
         if request.audio and not info.audio:
             notify(f"{original.driving_video} has no sound track; the result is silent")
         animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,

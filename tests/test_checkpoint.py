@@ -114,7 +114,9 @@ def test_missing_avd_network(tmp_path):
     (b"", "the file is empty"),
     (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML page"),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n", "git-LFS pointer"),
-    (b"\x00\x01 random bytes that are no checkpoint", "cannot be read as a torch checkpoint"),
+    (b"\x00\x01 random bytes that are no checkpoint", "neither"),
+    (b"model: vox256\nweights: see the README\n", "it is a text file \\(it begins 'model: vox256"),
+    ("a note, written in UTF-8: \u00e9t\u00e9\n".encode(), "it is a text file"),
 ])
 def test_files_that_are_not_checkpoints(tmp_path, content, expected):
     path = tmp_path / "vox256.pth"
@@ -144,8 +146,11 @@ def test_refuses_to_unpickle_code(tmp_path):
 
 
 def test_other_mistakes(tmp_path):
-    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+    with pytest.raises(CheckpointError, match="checkpoint file not found$"):
         read_checkpoint(tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="not found; the authors' checkpoints .* are linked from their "
+                                              "repository's README: https://github.com/snap-research/"):
+        read_checkpoint(tmp_path / "vox256.pth")
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not a checkpoint in the published format"):
         read_checkpoint(tmp_path / "other.pth")

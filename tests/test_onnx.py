@@ -1,5 +1,10 @@
 """The ONNX graphs (onnx_backend.py) against the torch path: a tiny model exported and run, the cache, the CLI,
 and the three parity cases (../shared/parity) in every animation mode, within 1e-4."""
+import json
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -275,3 +280,112 @@ def test_the_demo_animates_with_onnx_runtime_from_the_cache(tiny, tmp_path, monk
                       "--mode", mode, "--find_best_frame", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert video_info(result).num_frames == 6
+
+
+# The cache checks itself: a damaged export is exported again with one note, never an onnxruntime traceback.
+
+def _flip_a_byte(folder):
+    path = folder / "generator.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "flipped byte": _flip_a_byte,
+    "truncated": lambda f: (f / "generator.onnx").write_bytes((f / "generator.onnx").read_bytes()[:1000]),
+    "emptied": lambda f: (f / "encoder.onnx").write_bytes(b""),
+    "graph deleted": lambda f: (f / "avd_network.onnx").unlink(),
+    "format 1": lambda f: (f / "manifest.json").write_text(
+        json.dumps({**json.loads((f / "manifest.json").read_text()), "format": 1})),
+    "manifest corrupt": lambda f: (f / "manifest.json").write_text('{"format": 2, "graphs": '),
+    "manifest deleted": lambda f: (f / "manifest.json").unlink(),
+    "no hashes (older export)": lambda f: (f / "manifest.json").write_text(
+        json.dumps({k: v for k, v in json.loads((f / "manifest.json").read_text()).items() if k != "files"})),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_cached_export_is_exported_again_with_a_note(tiny, tmp_path, monkeypatch, damage):
+    config, checkpoint, cache, *_ = tiny
+    pristine, _ = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=cache)
+    mine = tmp_path / "cache"
+    folder = mine / pristine.name
+    shutil.copytree(pristine, folder)
+    DAMAGE[damage](folder)
+    assert onnx_backend.check_export(folder) is not None
+    exports = []
+
+    def export_again(models, out_dir, frame_shape):  # the pristine graphs, without tracing for seconds
+        exports.append(out_dir)
+        for path in pristine.iterdir():
+            shutil.copy(path, out_dir / path.name)
+
+    monkeypatch.setattr(onnx_backend, "export_networks", export_again)
+    notes = []
+    again, exported = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=mine, notify=notes.append)
+    assert exported and again == folder and len(exports) == 1 and onnx_backend.check_export(folder) is None
+    assert len(notes) == 1 and "cannot be used" in notes[0] and "exporting the networks again" in notes[0]
+    assert onnx_backend.OnnxNetworks(folder, threads=1).avd_network is not None
+    assert sorted(p.name for p in mine.iterdir()) == [folder.name], "nothing left beside it"
+    assert onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=mine) == (folder, False)
+
+
+def test_the_first_export_says_so_and_a_killed_exports_scratch_is_removed(tiny, tmp_path, monkeypatch):
+    config, checkpoint, cache, *_ = tiny
+    pristine, _ = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=cache)
+    mine = tmp_path / "cache"
+    mine.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    scratch = mine / f".{pristine.name}.{dead.pid}.0badcafe.part"  # what `kill -9` during an export leaves
+    scratch.mkdir()
+    (scratch / "generator.onnx").write_bytes(b"\0" * 1000)
+    monkeypatch.setattr(onnx_backend, "export_networks",
+                        lambda models, out, shape: [shutil.copy(p, out / p.name) for p in pristine.iterdir()])
+    notes = []
+    folder, exported = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=mine, notify=notes.append)
+    assert exported and not scratch.exists() and sorted(p.name for p in mine.iterdir()) == [folder.name]
+    assert len(notes) == 1 and "exporting the networks for ONNX Runtime (once" in notes[0]
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "format 1", "manifest corrupt"])
+def test_a_damaged_export_folder_given_by_hand_is_one_line_naming_the_fix(tiny, tmp_path, damage):
+    config, checkpoint, cache, *_ = tiny
+    pristine, _ = onnx_backend.cached_export(config, checkpoint, SIZE, cache_dir=cache)
+    folder = tmp_path / "graphs"
+    shutil.copytree(pristine, folder)
+    DAMAGE[damage](folder)
+    with pytest.raises(onnx_backend.OnnxBackendError, match="export them again: python tools/export_onnx.py"):
+        onnx_backend.OnnxNetworks(folder)
+
+
+@pytest.mark.parametrize("written", ["manifest.json", "generator.onnx"])
+def test_cli_refuses_to_write_over_its_config_or_checkpoint(tiny, tmp_path, capsys, written):
+    config, checkpoint, *_ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(checkpoint, out / written)
+    code = export_onnx.main(["--config", str(config), "--checkpoint", str(out / written), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "is also the checkpoint" in err and err.count("\n") == 1
+    assert (out / written).read_bytes() == checkpoint.read_bytes()
+
+
+def test_the_demo_on_onnx_runtime_says_that_bf16_is_not_applied(tiny, tmp_path, monkeypatch, capsys):
+    import demo
+    from media import VideoWriter, write_image
+    config, checkpoint, cache, *_ = tiny
+    monkeypatch.setattr(onnx_backend, "default_cache_dir", lambda: cache)
+    frames = (smooth_images(2, seed=2).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()  # (T, H, W, 3)
+    write_image(tmp_path / "source.png", frames[0])
+    with VideoWriter(tmp_path / "driving.mp4", 10) as writer:
+        writer.write(frames)
+    code = demo.main(["--config", str(config), "--checkpoint", str(checkpoint), "--source_image",
+                      str(tmp_path / "source.png"), "--driving_video", str(tmp_path / "driving.mp4"), "--result_video",
+                      str(tmp_path / "result.mp4"), "--backend", "onnxruntime", "--precision", "bf16", "--quiet",
+                      "--mode", "relative"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "note: --backend onnxruntime runs its graphs in float32; --precision bf16 applies to the torch backend" \
+        in err
