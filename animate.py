@@ -391,7 +391,9 @@ def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_siz
     visualizer = Visualizer(**config.get("visualizer_params", {}))
     batch_size = batch_size or default_batch_size(device)
     out_dir = Path(log_dir) / "animation"
-    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
+    # SIGTERM as Ctrl-C: the earlier outputs kept as they were; a complete run replaces them whole
+    inputs = {"checkpoint": checkpoint_path, "dataset": dataset.root_dir}
+    with signals_as_interrupts(), staged_folder(out_dir, replace=True, inputs=inputs) as staging:
         for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
             source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
             animator = Animator(source, networks["generator"], networks["region_predictor"],

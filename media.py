@@ -630,17 +630,28 @@ def atomic_file(path):
 
 
 @contextlib.contextmanager
-def staged_folder(folder):
+def staged_folder(folder, replace=False, inputs=None):
     """Yields a temporary folder beside ``folder``: when the block ends normally its files are moved into
     ``folder`` (replacing those of the same name, ``last`` ones after the rest), else it is removed, so an
-    interrupted run leaves the earlier outputs as they were."""
+    interrupted run leaves the earlier outputs as they were.
+
+    With ``replace``, the staged folder takes the place of ``folder`` whole: nothing of an earlier run stays beside
+    the new outputs (an evaluation's folder lists exactly what its summary counts). Then none of ``inputs``
+    ({what: path}) may lie in ``folder``: MediaError before any work."""
     folder = Path(folder)
+    for what, path in (inputs or {}).items() if replace else ():
+        if path is not None and Path(path).resolve().is_relative_to(folder.resolve()):
+            raise MediaError(f"{folder} holds the {what} ({path}), and a new run replaces that folder whole: "
+                             f"move the {what} out of it, or write the outputs elsewhere (--log_dir)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(folder)
     staging = temporary_name(folder)
     staging.mkdir()
     try:
         yield staging
+        if replace:
+            _replace_folder(staging, folder)
+            return
         files = sorted(p for p in staging.rglob('*') if p.is_file())
         for source in sorted(files, key=lambda p: p.suffix == '.json'):  # the summary last: it vouches for the rest
             target = folder / source.relative_to(staging)
@@ -648,6 +659,21 @@ def staged_folder(folder):
             os.replace(source, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_folder(new, folder):
+    """Put folder ``new`` in the place of ``folder``: the old one is renamed aside, then removed."""
+    aside = temporary_name(folder) if folder.exists() else None
+    if aside is not None:
+        os.replace(folder, aside)
+    try:
+        os.replace(new, folder)
+    except OSError:
+        if aside is not None:  # put the earlier outputs back rather than leave none
+            os.replace(aside, folder)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
 
 
 class VideoWriter:

@@ -143,7 +143,9 @@ def reconstruction(config, models, checkpoint_path, log_dir, dataset, device, ba
         num_videos = len(dataset)
     out_dir = Path(log_dir) / "reconstruction"
     videos, skipped = {}, {}
-    with signals_as_interrupts(), staged_folder(out_dir) as staging:  # SIGTERM as Ctrl-C: outputs kept as they were
+    # SIGTERM as Ctrl-C: the earlier outputs kept as they were; a complete run replaces them whole
+    inputs = {"checkpoint": checkpoint_path, "dataset": dataset.root_dir}
+    with signals_as_interrupts(), staged_folder(out_dir, replace=True, inputs=inputs) as staging:
         for index in tqdm(range(num_videos), desc="reconstruction", unit="video"):
             name, frames = test_video_frames(dataset, index)
             stem = strip_extension(name)

@@ -253,6 +253,7 @@ def cli(argv=None):
     from frames_dataset import DatasetError, VideoReadError
     from keypoint_metrics import MetricsError
     from losses import VGGWeightsUnavailable
+    from media import MediaError
     from trainer import TrainingError, TrainingInterrupted
     try:
         main(argv)
@@ -260,7 +261,7 @@ def cli(argv=None):
         print(str(e), file=sys.stderr)
         return e.exit_code
     except (UsageError, ConfigError, CheckpointError, TrainingError, VGGWeightsUnavailable, FileNotFoundError,
-            VideoReadError, DatasetError, MetricsError) as e:
+            VideoReadError, MediaError, DatasetError, MetricsError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # errors.Interrupted (SIGTERM in the evaluation modes) carries its exit code

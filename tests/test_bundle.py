@@ -172,3 +172,16 @@ def test_an_out_that_is_a_file_is_a_one_line_error(bundled, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 1 and len(errors) == 1 and str(out) in errors[0] and "folder" in errors[0], errors
     assert out.read_text() == "not a folder"
+
+
+def test_bundling_into_the_checkpoints_own_file_is_one_line_and_keeps_it(bundled, tmp_path, capsys):
+    """``--checkpoint out/tiny.pth --out out``: the float16 bundle would replace the training checkpoint."""
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "tiny.pth"
+    checkpoint.write_bytes(bundled["checkpoint"].read_bytes())
+    code = bm.main(["--checkpoint", str(checkpoint), "--config", str(bundled["config"]), "--out", str(out),
+                    "--only", "checkpoint"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(errors) == 1 and "is also the --checkpoint" in errors[0], errors
+    assert checkpoint.read_bytes() == bundled["checkpoint"].read_bytes() and sorted(out.iterdir()) == [checkpoint]

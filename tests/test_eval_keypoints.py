@@ -145,6 +145,15 @@ def test_an_out_that_cannot_be_written_is_one_line_before_the_evaluation(tiny, t
     assert code == 1 and len(errors) == 1 and errors[0].startswith(f"error: {out}: "), errors
 
 
+@pytest.mark.parametrize("what", ["config", "checkpoint"])
+def test_an_out_that_names_an_input_is_one_line_and_the_input_is_kept(tiny, capsys, monkeypatch, what):
+    before = tiny[what].read_bytes()
+    monkeypatch.setattr(ek, "evaluate_checkpoint", lambda *args: pytest.fail("evaluated before checking --out"))
+    code, errors = run_cli(tiny, tiny[what].parent / "." / tiny[what].name, capsys)
+    assert code == 1 and len(errors) == 1 and f"is also the --{what}" in errors[0], errors
+    assert tiny[what].read_bytes() == before
+
+
 def test_out_is_written_atomically_and_replaces_the_previous_file(tiny, tmp_path, capsys):
     out = tmp_path / "keypoints.json"
     out.write_text("previous")

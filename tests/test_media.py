@@ -224,6 +224,24 @@ def test_unwritable_result_paths_are_refused_before_any_work(tmp_path):
     assert not hidden_temporaries(tmp_path / "new")
 
 
+def test_a_replacing_staged_folder_leaves_nothing_of_the_earlier_run(tmp_path):
+    out = tmp_path / "reconstruction"
+    (out / "png").mkdir(parents=True)
+    (out / "png" / "old-video.png").write_text("old")
+    (out / "old-video.mp4").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(out, replace=True) as staging:
+            (staging / "new.mp4").write_text("half")
+            raise KeyboardInterrupt
+    assert (out / "old-video.mp4").read_text() == "old", "an interrupted run keeps the earlier outputs"
+    with staged_folder(out, replace=True) as staging:
+        (staging / "png").mkdir()
+        (staging / "png" / "new.png").write_text("new")
+        (staging / "metrics.json").write_text("new")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["metrics.json", "png", "png/new.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconstruction"], "nothing left aside"
+
+
 def test_a_staged_folder_replaces_outputs_only_when_complete(tmp_path):
     out = tmp_path / "reconstruction"
     out.mkdir()

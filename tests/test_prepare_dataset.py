@@ -359,6 +359,29 @@ def test_an_out_that_is_not_a_folder_is_one_error_line(raw_videos, tmp_path, cap
     assert (tmp_path / "mine.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("case", ["stub over --base-config", "stub over --csv", "--out inside --videos"])
+def test_outputs_over_inputs_are_one_error_line_before_any_work(raw_videos, tmp_path, capsys, case):
+    base = tmp_path / "base.yaml"
+    base.write_text((prep.REPO_ROOT / "config" / "vox256.yaml").read_text())
+    argv = ["--videos", raw_videos, "--out", tmp_path / "out", "--base-config", base]
+    if case == "stub over --base-config":
+        argv += ["--config-out", tmp_path / "." / "base.yaml", "--overwrite-config"]
+        expected = "is also the --base-config"
+    elif case == "stub over --csv":
+        (tmp_path / "rows.csv").write_text("video_id,start,end,bbox,fps,width,height,partition\n")
+        argv = ["--csv", tmp_path / "rows.csv", "--sources", raw_videos, "--out", tmp_path / "out",
+                "--config-out", tmp_path / "rows.csv"]
+        expected = "is also the --csv"
+    else:
+        argv[3] = raw_videos / "dataset"
+        expected = "is inside --videos"
+    before = {p: p.read_bytes() for p in (*raw_videos.iterdir(), *tmp_path.glob("*.*")) if p.is_file()}
+    assert run(*argv) == 1
+    assert expected in one_error_line(capsys)
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "out").exists()
+    assert not (raw_videos / "dataset").exists()
+
+
 def test_a_config_stub_the_networks_cannot_take_says_so(raw_videos, tmp_path):
     """--size 96 is no multiple of 128: the stub of config/vox256.yaml is written with a note saying why."""
     base = prep.REPO_ROOT / "config" / "vox256.yaml"

@@ -45,6 +45,20 @@ def test_outputs_and_metrics_file(setup, tmp_path):
     assert not (out_dir / "vid2.mp4").exists()
 
 
+def test_a_new_evaluation_replaces_the_earlier_one_whole(setup, tmp_path):
+    """Run again into the same --log_dir with fewer videos: only the new ones are there, as metrics.json lists."""
+    config, dataset, checkpoint = setup
+    reconstruction(config, build_models(config), checkpoint, tmp_path / "log", dataset, "cpu", batch_size=4)
+    out_dir = tmp_path / "log" / "reconstruction"
+    (out_dir / "metrics-face.json").write_text("{}")  # a later tool's output on the earlier videos
+    config["reconstruction_params"]["num_videos"] = 1
+    reconstruction(config, build_models(config), checkpoint, tmp_path / "log", dataset, "cpu", batch_size=4)
+    assert sorted(json.loads((out_dir / "metrics.json").read_text())["videos"]) == ["vid0"]
+    assert sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")) == \
+        ["metrics.json", "png", "png/vid0.png", "vid0.mp4"]
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["reconstruction"], "nothing left aside"
+
+
 def test_png_strip_holds_the_predictions_and_the_metrics_are_theirs(setup, tmp_path):
     config, dataset, checkpoint = setup
     config["reconstruction_params"]["num_videos"] = 1
@@ -194,3 +208,17 @@ def test_a_checkpoint_that_does_not_fit_names_the_config_file(setup, tmp_path, p
     code, lines = _run_cli(capsys, "--config", config, "--mode", "reconstruction", "--checkpoint",
                            parity_paths(parity_dir)[1], "--log_dir", tmp_path / "log", "--device", "cpu")
     assert code == 1 and any(f"{config} asks for 10" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("mode, folder", [("reconstruction", "reconstruction"), ("animate", "animation")])
+def test_a_checkpoint_inside_the_folder_a_new_run_replaces_is_one_line_and_kept(setup, tmp_path, parity_dir, capsys,
+                                                                                  mode, folder):
+    config = write_eval_config(tmp_path / "config.yaml", parity_dir, tmp_path / "data")
+    kept = tmp_path / "log" / folder / "mine.pth"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(parity_paths(parity_dir)[1].read_bytes())
+    code, lines = _run_cli(capsys, "--config", config, "--mode", mode, "--checkpoint", kept, "--log_dir",
+                           tmp_path / "log", "--device", "cpu")
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and f"holds the checkpoint ({kept})" in errors[0], lines
+    assert kept.read_bytes() == parity_paths(parity_dir)[1].read_bytes()

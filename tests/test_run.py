@@ -134,9 +134,22 @@ def test_sigterm_writes_a_loadable_checkpoint(data_root, tmp_path, whole_group):
     assert not list(saved[0].parent.glob("*.tmp"))
 
 
-def test_interrupt_handler_in_process(data_root, tmp_path, monkeypatch):
-    """SIGINT (Ctrl-C) on the first step: the step finishes, a checkpoint is written, TrainingInterrupted says so."""
+@pytest.fixture
+def python_sigint():
+    """SIGINT as Python sets it up in a terminal, whatever this process inherited (``nohup ... &`` ignores it)."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.parametrize("inherited", ["terminal", "ignored (nohup ... &)"])
+def test_interrupt_handler_in_process(data_root, tmp_path, monkeypatch, python_sigint, inherited):
+    """SIGINT (Ctrl-C) on the first step: the step finishes, a checkpoint is written, TrainingInterrupted says so;
+    the disposition found before is put back."""
     import trainer
+    if inherited != "terminal":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.getsignal(signal.SIGINT)
     config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
     original = trainer.summarise_step
 
@@ -151,7 +164,7 @@ def test_interrupt_handler_in_process(data_root, tmp_path, monkeypatch):
     assert error.value.exit_code == 130
     saved = list((tmp_path / "log").glob("*/00000000-interrupted-cpk-reconstruction.pth"))
     assert len(saved) == 1 and read_checkpoint(saved[0])["interrupted_at"] == {"epoch": 0, "iteration": 0}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
 
 
 def _free_port():

@@ -36,7 +36,7 @@ from device import pick_device  # noqa: E402
 from errors import one_line  # noqa: E402
 from frames_dataset import identity_of  # noqa: E402
 from inference import load_networks, missing_avd_error  # noqa: E402
-from media import VideoReadError, VideoWriter, read_video, staged_folder  # noqa: E402
+from media import VideoReadError, VideoWriter, check_outputs, read_video, staged_folder  # noqa: E402
 from modules.build import MODEL_NAMES, build_models  # noqa: E402
 from tools.eval_cli import EvalError, frame_size  # noqa: E402
 from tools.eval_transfer import read_test_pairs  # noqa: E402
@@ -210,6 +210,11 @@ def check_inputs(args):
         raise BundleError(f"{out}: --out is a file; expected a folder (it is made when missing)")
     if "checkpoint" in steps and not Path(args.checkpoint).is_file():
         raise BundleError(f"{args.checkpoint}: checkpoint file not found")
+    written = {"bundled checkpoint": out / f"{Path(args.config).stem}.pth" if "checkpoint" in steps else None,
+               "source image": out / "source.png" if "media" in steps else None,
+               "driving video": out / "driving.mp4" if "media" in steps else None,
+               "teaser": out / "teaser.gif" if "teaser" in steps else None}
+    check_outputs(written, {"--checkpoint": args.checkpoint, "--config": args.config})  # MediaError, one line
     pair = None
     if steps & {"media", "teaser"}:
         pair = test_pair(args.data, args.pair)

@@ -7,7 +7,7 @@ from pathlib import Path
 from checkpoint import CheckpointError
 from config import ConfigError
 from errors import one_line
-from media import MediaError, VideoReadError, atomic_file, check_writable
+from media import MediaError, VideoReadError, atomic_file, check_not_an_input, check_writable
 
 
 class EvalError(RuntimeError):
@@ -36,17 +36,24 @@ def parse_with_out(parser, argv, positive):
     return args
 
 
+def inputs_of(args):
+    """The files an evaluation reads that its ``--out`` may not overwrite."""
+    return {"--config": args.config, "--checkpoint": args.checkpoint}
+
+
 def frame_size(config):
     """The (height, width) frames are read at: the config's ``frame_shape``, or None (``null``: as stored)."""
     frame_shape = config.get("dataset_params", {}).get("frame_shape")
     return tuple(frame_shape[:2]) if frame_shape else None
 
 
-def check_out(out):
-    """Refuse an ``--out`` the JSON cannot be written to, before an evaluation of minutes runs."""
+def check_out(out, inputs=None):
+    """Refuse an ``--out`` the JSON cannot be written to, or that names an input ({what: path}), before an
+    evaluation of minutes runs."""
     if Path(out).is_dir():
         raise EvalError(f"{out}: --out is a folder; expected the path of a JSON file")
     try:
+        check_not_an_input(out, inputs or {})
         check_writable(out)
     except MediaError as error:
         raise EvalError(str(error)) from None
@@ -58,12 +65,12 @@ def write_atomically(out, text):
         temporary.write_text(text)
 
 
-def report(evaluate, out):
-    """Run ``evaluate()``, print its results as JSON (and write them to ``out``); returns the exit code, with
-    problems a user can fix as one ``error:`` line."""
+def report(evaluate, out, inputs=None):
+    """Run ``evaluate()``, print its results as JSON (and write them to ``out``, which may not be one of ``inputs``,
+    {what: path}); returns the exit code, with problems a user can fix as one ``error:`` line."""
     try:
         if out:
-            check_out(out)
+            check_out(out, inputs)
         results = evaluate()
     except (EvalError, ConfigError, CheckpointError, VideoReadError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

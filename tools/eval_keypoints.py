@@ -36,7 +36,7 @@ from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
 from media import list_frames, read_image  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from tools.eval_cli import EvalError, frame_size, make_parser, parse_with_out, report  # noqa: E402
+from tools.eval_cli import EvalError, frame_size, inputs_of, make_parser, parse_with_out, report  # noqa: E402
 
 # Ridge penalties tried, on the mean squared error per frame; the features are coordinates in [-1, 1].
 ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -245,7 +245,7 @@ def main(argv=None):
     args = parse_args(argv)
     return report(lambda: evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
                                               args.max_train_frames, args.max_test_frames, args.batch_size),
-                  args.out)
+                  args.out, inputs_of(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,7 @@ from config import load_config  # noqa: E402
 from device import pick_device  # noqa: E402
 from inference import load_networks, missing_avd_error  # noqa: E402
 from media import read_video  # noqa: E402
-from tools.eval_cli import EvalError, frame_size, make_parser, parse_with_out, report  # noqa: E402
+from tools.eval_cli import EvalError, frame_size, inputs_of, make_parser, parse_with_out, report  # noqa: E402
 
 BASELINE = "copy_source"
 
@@ -133,7 +133,7 @@ def main(argv=None):
     args = parse_args(argv)
     return report(lambda: evaluate_checkpoint(args.config, args.checkpoint, args.data, pick_device(args.device),
                                               tuple(dict.fromkeys(args.modes)), args.max_pairs, args.max_frames,
-                                              args.batch_size), args.out)
+                                              args.batch_size), args.out, inputs_of(args))
 
 if __name__ == "__main__":
     sys.exit(main())

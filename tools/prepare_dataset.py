@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules live one folder up
     sys.path.insert(0, str(REPO_ROOT))
 
-from media import VIDEO_EXTENSIONS, atomic_file, probe_error, stream_video  # noqa: E402
+from media import VIDEO_EXTENSIONS, MediaError, atomic_file, check_outputs, probe_error, stream_video  # noqa: E402
 
 
 class PrepareError(RuntimeError):
@@ -850,9 +850,30 @@ def parse_args(argv):
         if not ok:
             raise PrepareError(f"{flag} must be {expected}; found {value}")
     check_out(args.out)
+    check_apart(args)
     if args.min_frames is None:
         args.min_frames = max(2, args.clip_length // 2)
     return args
+
+
+def config_target(args):
+    """Where the config stub goes: --config-out, else config/<name of --out>.yaml."""
+    return Path(args.config_out or REPO_ROOT / "config" / f"{Path(args.out).resolve().name}.yaml")
+
+
+def check_apart(args):
+    """Refuse outputs that would overwrite an input (the stub over --base-config, the report over --csv) or an
+    --out inside the folder of videos it reads (its clips would be read as videos when the command is run again)."""
+    out = Path(args.out).resolve()
+    for flag, folder in (("--videos", args.videos), ("--sources", args.sources)):
+        if folder and out.is_relative_to(Path(folder).resolve()):
+            raise PrepareError(f"--out {args.out} is inside {flag} {folder}: the clips written there would be read "
+                               f"as videos when the command runs again; give a folder outside it")
+    outputs = {"report": out / REPORT_NAME, "config stub": None if args.no_config else config_target(args)}
+    try:
+        check_outputs(outputs, {"--base-config": args.base_config, "--csv": args.csv})
+    except MediaError as error:
+        raise PrepareError(f"{error} (the stub's path is --config-out, else config/<name of --out>.yaml)") from None
 
 
 def dataset_root_value(out):
@@ -904,8 +925,7 @@ def finish_report(args, fingerprint, report, skipped, missing):
     report["clips_in_dataset"] = {s: sum(1 for p in (out / s).iterdir() if p.is_dir()) for s in SPLITS}
     config = {"path": None, "note": "not written (--no-config)"}
     if not args.no_config:
-        target = args.config_out or REPO_ROOT / "config" / f"{out.resolve().name}.yaml"
-        path, note = write_config_stub(args.base_config, target, dataset_root_value(out), args.size,
+        path, note = write_config_stub(args.base_config, config_target(args), dataset_root_value(out), args.size,
                                        args.overwrite_config)
         config = {"path": path, "note": note}
     report = {"out": str(out), "options": fingerprint, **report, "config": config}
