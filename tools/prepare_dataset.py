@@ -863,12 +863,11 @@ def config_target(args):
 
 def check_apart(args):
     """Refuse outputs that would overwrite an input (the stub over --base-config, the report over --csv) or an
-    --out inside the folder of videos it reads (its clips would be read as videos when the command is run again)."""
+    --out inside the --videos folder it reads (its clips would be read as videos when the command is run again)."""
     out = Path(args.out).resolve()
-    for flag, folder in (("--videos", args.videos), ("--sources", args.sources)):
-        if folder and out.is_relative_to(Path(folder).resolve()):
-            raise PrepareError(f"--out {args.out} is inside {flag} {folder}: the clips written there would be read "
-                               f"as videos when the command runs again; give a folder outside it")
+    if args.videos and out.is_relative_to(Path(args.videos).resolve()):  # --csv names its sources: no such risk
+        raise PrepareError(f"--out {args.out} is inside --videos {args.videos}: the clips written there would be "
+                           f"read as videos when the command runs again; give a folder outside it")
     outputs = {"report": out / REPORT_NAME, "config stub": None if args.no_config else config_target(args)}
     try:
         check_outputs(outputs, {"--base-config": args.base_config, "--csv": args.csv})
