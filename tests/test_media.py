@@ -11,7 +11,8 @@ from PIL import Image
 import frames_dataset
 import media
 from media import (MediaError, VideoReadError, VideoWriter, check_not_an_input, check_writable,
-                   clean_stale_temporaries, ends_early, image_info, read_image, read_video, staged_folder, video_info)
+                   clean_stale_temporaries, ends_early, image_info, read_image, read_video, resize_frame,
+                   staged_folder, video_info)
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -260,3 +261,20 @@ def test_a_staged_folder_replaces_outputs_only_when_complete(tmp_path):
     assert (out / "metrics.json").read_text() == "new" and (out / "png" / "a.png").read_text() == "new"
     assert (out / "notes.txt").read_text() == "the user's" and sorted(p.name for p in tmp_path.iterdir()) == \
         ["reconstruction"]
+
+
+@pytest.mark.parametrize("size", [(256, 256), (200, 300), (512, 512)])
+def test_resize_is_close_to_scikit_images_anti_aliased_resize(size):
+    """The authors' demo resized with scikit-image; ours (PyTorch's anti-aliased bilinear, uint8 or float) stays
+    within 35 dB of it on a detailed photograph (39.3-39.5 dB measured; 46.6 on the real talk video), shrinking or
+    enlarging; the uint8 path is the float one rounded to 8 bits."""
+    from skimage import data
+    from skimage.transform import resize
+    photo = data.astronaut()[50:434, 50:434]  # (384, 384, 3) uint8
+    expected = resize(photo / 255.0, size, order=1, anti_aliasing=True)
+    for frame in (photo, (photo / 255.0).astype(np.float32)):
+        ours = resize_frame(frame, size)
+        assert ours.shape == (*size, 3) and ours.dtype == np.float32 and 0 <= ours.min() and ours.max() <= 1
+        psnr = 10 * np.log10(1 / np.mean((ours - expected) ** 2))
+        assert psnr > 35, f"{frame.dtype} to {size}: {psnr:.1f} dB from scikit-image"
+    assert np.abs(resize_frame(photo, size) - resize_frame((photo / 255.0).astype(np.float32), size)).max() <= 1 / 255 + 1e-6
