@@ -446,6 +446,20 @@ def test_a_report_with_bad_fields_is_one_line_naming_the_file(change, fragments,
     assert_one_error(*run(capsys, "clip.mp4", "--like", "bad.json", "--out", "o.mp4"), "bad.json", *fragments)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("[" * 100_000 + "]" * 100_000, "not a crop report"),  # nested past Python's recursion limit
+    ('{"target": "face", "scenes": [{"frames": [0, 0], "box": [0, 0, 1' + "0" * 400 + ', 100], '
+     '"object": [25, 25, 75, 75]}]}', "four numbers"),  # an integer past any float
+    ('{"target": "face", "scenes": [{"frames": [0, 0], "box": [0, 0, 100, 100], '
+     '"object": [1e300, 1e300, 1e301, 1e301]}]}', "four numbers"),
+], ids=["nested", "huge-int", "huge-float"])
+def test_a_report_nested_too_deep_or_with_huge_numbers_is_one_line(text, expected, files, capsys, monkeypatch):
+    monkeypatch.setattr(cropping, "Detector", no_detection)
+    Path("bad.json").write_text(text)
+    assert_one_error(*run(capsys, "clip.mp4", "--like", "bad.json", "--out", "o.mp4"), "bad.json", expected)
+    assert not Path("o.mp4").exists()
+
+
 def test_like_with_a_report_of_a_hand_box_says_why_not(files, capsys, monkeypatch):
     monkeypatch.setattr(cropping, "Detector", no_detection)
     assert run(capsys, "img.png", "--box", "10,10,90,90", "--out", "o.png", "--report", "hand.json")[0] == 0
