@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent
 # The bundled example: what `python demo.py` runs with no arguments.
 BUNDLED = {"config": "config/puppets64.yaml", "checkpoint": "sup-mat/puppets64.pth",
            "source_image": "sup-mat/source.png", "driving_video": "sup-mat/driving.mp4"}
+MAX_THREADS = 1024  # far above any CPU's cores; torch hangs creating 100000
 
 
 DemoError = InputError  # the name older callers catch
@@ -79,7 +80,8 @@ def parse_args(argv=None):
                              "AMX (region geometry stays float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: one per core; on a CPU busy with other work, 1 can be faster)")
+                        help="CPU threads, 1 to 1024 (default: one per core; on a CPU busy with other work, 1 can be "
+                             "faster)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--find_best_frame", action="store_true",
                        help="measure relative motion from the driving frame whose region layout best matches the "
@@ -105,6 +107,8 @@ def parse_args(argv=None):
     for name in ("batch_size", "threads", "max_pixels"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads > MAX_THREADS:  # 100000 hangs torch; 2**64 overflows it
+        parser.error(f"--threads must be 1 to {MAX_THREADS}, got {args.threads}")
     return args
 
 

@@ -190,7 +190,11 @@ def image_info(path) -> ImageInfo:
     """Size (as displayed, after the EXIF orientation) and colour mode of an image file, from its header."""
     with _open_image(path) as image:
         height, width = image.height, image.width
-        if image.getexif().get(_EXIF_ORIENTATION) in _TURNED:
+        try:
+            turned = image.getexif().get(_EXIF_ORIENTATION) in _TURNED  # a PNG's EXIF may follow its pixels
+        except (OSError, ValueError, SyntaxError) as error:  # truncated or damaged data
+            raise VideoReadError(f"cannot read image {path}: {error}") from None
+        if turned:
             height, width = width, height
         return ImageInfo(height, width, image.mode, _has_alpha(image), image.mode in _GREY)
 

@@ -139,6 +139,12 @@ def _garbage(path):
     return path
 
 
+def _truncated_png(path):
+    iio.imwrite(path, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:3000])  # its header says 64x64; its pixels stop early
+    return path
+
+
 def _mismatched_config(tmp_path, parity_dir):
     config = write_eval_config(tmp_path / "config10.yaml", parity_dir, tmp_path)
     config.write_text(config.read_text().replace("num_regions: 5", "num_regions: 10"))
@@ -149,6 +155,7 @@ BAD_INPUTS = {
     # name: (function of (tmp_path, parity_dir) -> {flag: path}, the words the error must hold besides the path)
     "missing image": (lambda tmp, shared: {"source_image": tmp / "nope.png"}, "not found"),
     "unreadable image": (lambda tmp, shared: {"source_image": _garbage(tmp / "bad.png")}, "cannot read image"),
+    "truncated image": (lambda tmp, shared: {"source_image": _truncated_png(tmp / "cut.png")}, "cannot read image"),
     "missing video": (lambda tmp, shared: {"driving_video": tmp / "nope.mp4"}, "not found"),
     "unreadable video": (lambda tmp, shared: {"driving_video": _garbage(tmp / "bad.mp4")}, ""),
     "video with no frames": (lambda tmp, shared: {"driving_video": write_sound_only(tmp / "sound.mp4")},
@@ -321,6 +328,15 @@ def test_a_cmyk_jpeg_source_keeps_its_colours(media, capsys, tmp_path, parity_di
     image = pipeline.read_source(path, (64, 64))
     assert np.abs(image * 255 - source_image(parity_dir).astype(float)).mean() < 4
     assert "alpha" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", ["100000", "99999999999999999999999"])
+def test_more_threads_than_anyone_has_is_refused_before_any_work(threads, media, capsys):
+    with pytest.raises(SystemExit) as stop:  # was a hang (100000 threads) or a line about unpacking a long long
+        run(capsys, media, "--threads", threads)
+    assert stop.value.code == 2 and f"--threads must be 1 to {demo.MAX_THREADS}, got {threads}" in \
+        capsys.readouterr().err
+    assert not media["result_video"].exists()
 
 
 def test_sources_that_are_not_images_say_what_they_are(media, capsys, tmp_path):
