@@ -568,6 +568,11 @@ def main(argv=None):
             page.launch(**launch_options(args, settings))
     except KeyboardInterrupt:
         pass
+    except OSError as error:  # Gradio's "Cannot find empty port": the port is taken, or the host is not ours
+        reason = str(error).split(". ")[0]
+        print(f"error: cannot serve the page on {args.host}:{args.port}: {reason}: give another --port, or a "
+              "--host of this machine", file=sys.stderr)
+        return 1
     finally:
         if args.work_dir is None:  # ours alone: made by mkdtemp for this run
             shutil.rmtree(settings.work_dir, ignore_errors=True)

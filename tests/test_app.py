@@ -94,6 +94,18 @@ def test_a_bad_command_line_is_one_error_line(argv, fragment, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment.replace("EMPTY", str(tmp_path)) in lines[0]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "not a host"])
+def test_a_port_in_use_or_a_host_not_ours_is_one_error_line(host, capsys):
+    with socket.socket() as taken:  # was Gradio's OSError traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["--host", host, "--port", str(port), "--device", "cpu"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot serve the page on {host}:{port}"), lines
+    assert "--port" in lines[0]
+
+
 @pytest.mark.parametrize("value, limit", [("0.5", 2 ** 19), ("1.5", 3 * 2 ** 19), ("1e3", 1000 * 2 ** 20)])
 def test_fractional_and_written_upload_limits_are_taken(value, limit):
     assert app.launch_options(app.parse_args(["--max_upload_mb", value]))["max_file_size"] == limit
