@@ -635,6 +635,19 @@ def test_uploads_reach_the_pipeline_as_they_were_sent(server, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_server_reads_no_file_that_was_not_uploaded_to_it(server, tmp_path):
+    """The uploads are taken as sent (preprocess replaced): Gradio's own check that an API call's file was uploaded
+    must still come first, or the call could name any image of the server's and get it back animated."""
+    port, clip = server["port"], server["clip"]
+    private = tmp_path / "private.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(private)
+    uploads = server["folder"] / "work" / "uploads"
+    for path in [private, SOURCE, uploads / ".." / ".." / private.relative_to(private.anchor), "/etc/passwd"]:
+        press_animate(port, file_data(str(path), "face.png"), clip, fails=True)
+    press_animate(port, clip, file_data(str(private), "walk.mp4"), fails=True)  # refused before any work
+
+
+@pytest.mark.slow
 def test_the_server_fetches_nothing_named_by_a_url(server):
     source = file_data("http://198.51.100.7/face.png", "face.png")  # Gradio would download it (TEST-NET-2)
     error = press_animate(server["port"], source, server["clip"], fails=True)
