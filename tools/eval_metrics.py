@@ -24,9 +24,11 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: the project's modules liv
 from config import ConfigError, load_config  # noqa: E402
 from errors import one_line  # noqa: E402
 from keypoint_metrics import (MetricsError, evaluate_pairs, evaluate_reconstruction, pairs_of,  # noqa: E402
-                              write_metrics)
+                              reconstruction_pairs, write_metrics)
 from landmarks import TARGETS, DetectorUnavailable, check_available  # noqa: E402
-from media import MediaError  # noqa: E402
+from media import MediaError, check_writable, same_file  # noqa: E402
+
+MAX_THREADS = 1024  # LiteRT crashes (segmentation fault) at 100000
 
 
 def parse_args(argv=None):
@@ -46,9 +48,23 @@ def parse_args(argv=None):
         parser.error("give two videos (TRUTH GENERATED) or --reconstruction FOLDER --config CONFIG")
     if args.reconstruction is not None and (args.videos or args.config is None):
         parser.error("--reconstruction takes --config and no videos")
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    if not 1 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be 1 to {MAX_THREADS}")
     return args
+
+
+def check_out(out, pairs, config=None):
+    """Before any work: ``out`` names no video, frame or strip read ({name: (truth, generated)}), nor the config,
+    and can be written."""
+    for truth, generated in pairs.values():
+        for what, path in (("ground-truth video", truth), ("generated video", generated)):
+            inside = Path(path).is_dir() and Path(out).resolve().is_relative_to(Path(path).resolve())
+            if inside or same_file(out, path):
+                raise MetricsError(f"--out {out} is {'in ' if inside else ''}the {what} {path}: write the metrics "
+                                   f"to another file, or the {what} would be lost")
+    if config is not None and same_file(out, config):
+        raise MetricsError(f"--out {out} is the config {config}: write the metrics to another file")
+    check_writable(out)
 
 
 def main(argv=None):
@@ -58,11 +74,16 @@ def main(argv=None):
         if args.reconstruction is not None:
             if not Path(args.reconstruction).is_dir():
                 raise MetricsError(f"{args.reconstruction}: reconstruction folder not found")
-            metrics = evaluate_reconstruction(args.reconstruction, load_config(args.config), args.target,
+            config = load_config(args.config)
+            check_out(args.out or Path(args.reconstruction) / f"metrics-{args.target}.json",
+                      reconstruction_pairs(args.reconstruction, config), args.config)
+            metrics = evaluate_reconstruction(args.reconstruction, config, args.target,
                                               out=args.out, threads=args.threads)
         else:
-            metrics = evaluate_pairs(pairs_of(*args.videos), args.target, threads=args.threads)
-            write_metrics(args.out or f"metrics-{args.target}.json", metrics)
+            pairs, out = pairs_of(*args.videos), args.out or f"metrics-{args.target}.json"
+            check_out(out, pairs)
+            metrics = evaluate_pairs(pairs, args.target, threads=args.threads)
+            write_metrics(out, metrics)
     except (DetectorUnavailable, MetricsError, MediaError, ConfigError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
