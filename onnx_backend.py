@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -193,8 +194,14 @@ def export_checkpoint(config_path, checkpoint_path, out_dir, frame_shape):
     out_dir = Path(out_dir)
     written = {name: out_dir / name for name in (*(f"{n}.onnx" for n in GRAPH_NAMES), MANIFEST)}
     check_outputs(written, {"config": config_path, "checkpoint": checkpoint_path})
+    if out_dir.exists() and not out_dir.is_dir():  # else found only after the export, as "[Errno 17] File exists"
+        raise OnnxBackendError(f"{out_dir} is a file: give a folder for the graphs (it is made when missing)")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as error:
+        raise OnnxBackendError(f"{out_dir}: cannot write in {out_dir.parent}: {error.strerror or error}") from None
     models = load_networks(config_path, checkpoint_path, "cpu")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(out_dir)
     scratch = temporary_name(out_dir)
     scratch.mkdir()

@@ -152,6 +152,21 @@ def test_cli_bad_input_is_one_error_line(tiny, tmp_path, capsys, argv, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("case", ["the checkpoint", "a file", "under a file"])
+def test_cli_out_that_is_a_file_is_one_line_before_the_export(tiny, tmp_path, capsys, monkeypatch, case):
+    """--out CHECKPOINT exported for half a minute, then said "[Errno 17] File exists"."""
+    config, checkpoint, *_ = tiny
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    out = {"the checkpoint": checkpoint, "a file": mine, "under a file": mine / "graphs"}[case]
+    kept = out.read_bytes() if case == "the checkpoint" else None
+    monkeypatch.setattr(onnx_backend, "load_networks", lambda *args: pytest.fail("exported before the checks"))
+    assert export_onnx.main(["--config", str(config), "--checkpoint", str(checkpoint), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}") and err.count("\n") == 1 and "Errno" not in err, err
+    assert mine.read_text() == "mine" and (kept is None or checkpoint.read_bytes() == kept)
+
+
 def test_cli_writes_the_graphs_and_keeps_other_files(tiny, tmp_path, capsys):
     config, checkpoint, *_ = tiny
     out = tmp_path / "out"
