@@ -250,7 +250,9 @@ def check_export(folder):
     try:
         manifest = json.loads(manifest_path.read_text())
         graphs, files = manifest["graphs"], manifest.get("files")
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(graphs, dict):
+            raise TypeError(graphs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):  # nested thousands deep
         return f"{MANIFEST} is not a manifest (damaged)"
     if manifest.get("format") != FORMAT:
         return f"its graphs are of format {manifest.get('format')}; this code reads format {FORMAT}"

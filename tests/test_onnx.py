@@ -315,6 +315,8 @@ DAMAGE = {
         json.dumps({**json.loads((f / "manifest.json").read_text()), "format": 1})),
     "manifest corrupt": lambda f: (f / "manifest.json").write_text('{"format": 2, "graphs": '),
     "manifest deleted": lambda f: (f / "manifest.json").unlink(),
+    "manifest graphs a number": lambda f: (f / "manifest.json").write_text('{"format": 2, "graphs": 5, "files": {}}'),
+    "manifest nested deep": lambda f: (f / "manifest.json").write_text("[" * 100_000),  # was RecursionError
     "no hashes (older export)": lambda f: (f / "manifest.json").write_text(
         json.dumps({k: v for k, v in json.loads((f / "manifest.json").read_text()).items() if k != "files"})),
 }
