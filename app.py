@@ -238,9 +238,12 @@ def check_video(driving, settings):
 
 def parse_crop_box(text):
     try:
+        if len(text) > 60:  # four numbers of pixels; the status line echoes what was typed
+            raise cropping.CropError(text)
         return cropping.parse_box(text)
     except cropping.CropError:
-        raise AppError(f"crop box {text!r}: expected LEFT,TOP,RIGHT,BOTTOM in pixels (or click two corners on "
+        shown = text if len(text) <= 60 else text[:40] + "..."
+        raise AppError(f"crop box {shown!r}: expected LEFT,TOP,RIGHT,BOTTOM in pixels (or click two corners on "
                        "the image)") from None
 
 
@@ -279,6 +282,7 @@ def run_request(settings, source, driving, model, mode, crop, box, find_best_fra
     except (AppError, InputError, cropping.CropError, ConfigError, CheckpointError, MediaError) as error:
         message = one_line(error).replace(cropping.HAND_BOX_HINT, "choose the crop 'box' and click two corners of "
                                                                   "it on the source image")
+        message = message.replace("--crop ", "crop box ")  # the pipeline names the demo's flag
         return None, None, file_names_only(f"error: {' '.join(message.split())}")
     except Exception as error:  # a bug: the page gets one line, the server's log the traceback
         traceback.print_exc()

@@ -179,6 +179,9 @@ def test_two_users_at_once_get_their_own_results(settings, tmp_path):
     ({"source": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"driving": REPO_ROOT / "README.md"}, ["README.md"]),
     ({"crop": "box", "box": "1,2"}, ["crop box '1,2'", "LEFT,TOP,RIGHT,BOTTOM"]),
+    ({"crop": "box", "box": "0,0," + "9" * 400 + ",5"}, ["crop box '0,0,99", "...'", "LEFT,TOP,RIGHT,BOTTOM"]),
+    ({"crop": "box", "box": "\0" * 10_000}, ["crop box '", "...'"]),  # was a 40 000-character status
+    ({"crop": "box", "box": "0,0,99999,5"}, ["crop box 0,0,99999,5: outside"]),  # not the demo's "--crop"
     ({"crop": "face"}, ["no face found", "choose the crop 'box'"]),
     ({"mode": "sideways"}, ["mode one of"]),
 ])
@@ -186,6 +189,7 @@ def test_bad_input_is_one_line_on_the_page(change, fragments, settings, clip):
     result, preview, status = request(settings, **{"driving": clip, **change})
     assert result is None and preview is None
     assert_one_line_error(status, *fragments)
+    assert len(status) < 400 and "--crop" not in status, status
 
 
 def test_a_bug_is_one_line_on_the_page_and_a_traceback_in_the_log(settings, clip, monkeypatch, capsys):
