@@ -410,10 +410,16 @@ def load_config(path):
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected a YAML config") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to be a config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     if config is None:
         raise ConfigError(f"{path}: the file is empty; expected a config with at least model_params")
     return validate_config(config, source=str(path))

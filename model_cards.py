@@ -68,7 +68,7 @@ def read_card(path):
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         known = {f.name for f in fields(ModelCard)}
         return ModelCard(**{k: str(v) for k, v in data.items() if k in known})
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -245,6 +245,12 @@ def test_bad_files(tmp_path):
     assert "not valid YAML" in error_of(tmp_path / "broken.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     assert "expected a mapping" in error_of(tmp_path / "list.yaml")
+    (tmp_path / "vox256.pth").write_bytes(bytes(range(256)) * 4)  # a checkpoint given as --config
+    assert "not a text file" in error_of(tmp_path / "vox256.pth")
+    (tmp_path / "deep.yaml").write_text("[" * 100000)
+    assert "nested too deeply" in error_of(tmp_path / "deep.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    assert "config file not found" in error_of(tmp_path / "folder.yaml")
 
 
 def _defaults(section):

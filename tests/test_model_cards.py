@@ -35,6 +35,8 @@ def test_a_card_beside_the_checkpoint_comes_first_and_a_bad_one_is_no_card(tmp_p
     other = tmp_path / "other.pth"
     card_path(other).write_text(json.dumps(["not", "a", "card"]))
     assert card_for(other) is None and "write other.card.json beside the checkpoint" in describe(other)
+    card_path(other).write_text("[" * 100000)  # nested past the recursion limit
+    assert card_for(other) is None
 
 
 def run_demo(capsys, tmp_path, *argv):

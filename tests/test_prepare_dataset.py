@@ -401,3 +401,26 @@ def test_stub_of_each_published_config_passes_validation(name, tmp_path):
     dataset = load_config(tmp_path / "stub.yaml")["dataset_params"]
     assert dataset["root_dir"] == "data/mine" and list(dataset["frame_shape"]) == [128, 128, 3]
     assert dataset.get("pairs_list") is None
+
+
+@pytest.mark.parametrize("content", ["nothing", "text file", "broken video"])
+def test_a_videos_folder_without_a_usable_video_is_one_error_line(content, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    if content == "text file":
+        (videos / "notes.txt").write_text("hello")
+    elif content == "broken video":
+        (videos / "clip.mp4").write_bytes(b"not a video")
+    assert run("--videos", videos, "--out", tmp_path / "out") == 1
+    line = one_error_line(capsys)
+    assert f"--videos {videos}" in line
+    assert ("no video found" if content == "nothing" else "none of its 1 files is a usable video") in line
+    assert not (tmp_path / "out").exists() and not (prep.REPO_ROOT / "config" / "out.yaml").exists()
+
+
+def test_a_run_that_writes_no_clip_ends_with_an_error_line(tmp_path, capsys):
+    metadata = write_metadata(tmp_path / "meta.csv", ["gone1234567#000000#000010,0,10,0-0-10-10,25,640,480,train"])
+    (tmp_path / "src").mkdir()
+    assert run("--csv", metadata, "--sources", tmp_path / "src", "--out", tmp_path / "out", "--no-config") == 1
+    line = one_error_line(capsys)
+    assert "no clip was written" in line and "prepare_report.json" in line

@@ -711,7 +711,6 @@ def check_resume_options(out, fingerprint):
             what = ", ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in sorted(changed.items()))
             raise PrepareError(f"{out} was prepared with other options ({what}): use another --out, or delete "
                                f"{out} to start over")
-    write_json(path, fingerprint)
 
 
 def collect(results, started):
@@ -904,6 +903,9 @@ def prepare(argv=None):
         (jobs, skipped), missing = video_jobs(args.videos, args.test_fraction, args.seed, args.workers), []
     else:
         jobs, skipped, missing = csv_jobs(args.csv, args.sources, args.test_fraction, args.seed, args.fetch)
+    if args.videos and not jobs:  # (a CSV's missing sources still go to the report, for --fetch)
+        raise PrepareError(nothing_to_prepare(args.videos, skipped))
+    write_json(Path(args.out) / STATE_DIR / "options.json", fingerprint)
     for split in SPLITS:
         (Path(args.out) / split).mkdir(parents=True, exist_ok=True)
     try:
@@ -913,7 +915,19 @@ def prepare(argv=None):
         return 130
     shutil.rmtree(Path(args.out) / STATE_DIR / "partial", ignore_errors=True)  # all jobs ended: only stale ones
     report = finish_report(args, fingerprint, report, skipped, missing)
-    return 0 if report["clips_in_dataset"]["train"] + report["clips_in_dataset"]["test"] else 1
+    if report["clips_in_dataset"]["train"] + report["clips_in_dataset"]["test"]:
+        return 0
+    print(f"error: no clip was written to {args.out}; the reasons are in {Path(args.out) / REPORT_NAME}",
+          file=sys.stderr)
+    return 1
+
+
+def nothing_to_prepare(videos, skipped):
+    """The one line for a --videos folder that holds no usable video: what was looked at and the first reason."""
+    if not skipped:
+        return f"--videos {videos}: no video found; expected {' '.join(VIDEO_EXTENSIONS)} files"
+    return (f"--videos {videos}: none of its {len(skipped)} files is a usable video "
+            f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
 
 
 def finish_report(args, fingerprint, report, skipped, missing):
