@@ -164,7 +164,8 @@ class Animator:
             nearly singular affines, where a last-bit difference grows a thousandfold (the parity frames moved by
             1.9e-4 instead of 6.7e-5).
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
-        compile: wrap the networks in ``torch.compile`` (True; or a backend name). Meant for GPUs: on a 2-core
+        compile: trace the per-frame path (:meth:`render`: region predictor, AVD network, region geometry and
+            generator) with ``torch.compile`` (True; or a backend name), as one graph. Meant for GPUs: on a 2-core
             CPU it took a minute to compile and the frames came out slower.
     """
 
@@ -183,9 +184,6 @@ class Animator:
             if mode != "avd":
                 region_predictor = prepared_for_inference(region_predictor, channels_last=self.channels_last)
         self.regions_channels_last = self.channels_last and mode != "avd"
-        if compile:
-            backend = compile if isinstance(compile, str) else "inductor"
-            generator, region_predictor = (torch.compile(m, backend=backend) for m in (generator, region_predictor))
         self.generator, self.region_predictor, self.avd_network = generator, region_predictor, avd_network
         self.mode, self.adapt_movement_scale = mode, adapt_movement_scale
         self.source_image = self.prepare(source_image)  # (1, C, H, W), for the generator
@@ -193,6 +191,10 @@ class Animator:
             self.source_params = self.predict_regions(source_image)  # (1, K, ...)
             self.source_features = self.generator.encode(self.source_image)  # [(1, F_i, H_i, W_i)]
         self.initial_params, self.scale = None, None
+        # The per-frame path traced whole, networks and geometry, as one graph (tests/test_animate.py checks that
+        # it has no graph break); the source's features and the initial frame are computed once, untraced.
+        self.render_batch = self.render if not compile else torch.compile(
+            self.render, backend=compile if isinstance(compile, str) else "inductor")
 
     def prepare(self, images):
         """Images (B, C, H, W) in the memory format the generator was optimised for."""
@@ -235,6 +237,10 @@ class Animator:
         """
         if self.initial_params is None:
             self.set_initial(driving[:1])
+        return self.render_batch(driving)
+
+    def render(self, driving):
+        """The per-frame path of ``__call__`` (the initial frame set): driving frames (B, C, H, W) -> its dict."""
         B = driving.shape[0]
         with self.autocast():
             driving_params = self.predict_regions(driving)  # (B, K, ...)

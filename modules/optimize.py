@@ -270,7 +270,7 @@ class FastGenerator(Generator):
 
     @staticmethod
     def blend(skip, previous, occlusion_map):
-        dtype = torch.result_type(skip, previous)  # lerp does not promote (autocast mixes them)
+        dtype = torch.promote_types(skip.dtype, previous.dtype)  # lerp does not promote (autocast mixes them)
         # The first operand's layout is the output's: channels-last like the decoder's maps.
         return torch.lerp(previous.to(dtype), skip.to(dtype), occlusion_map.to(dtype))
 

@@ -51,13 +51,16 @@ def inverse(matrices):
     On the CPU this is LAPACK's inverse (what the published weights were trained with), with the pseudo-inverse
     for any singular matrix instead of an error. Elsewhere ``torch.linalg.inv_ex`` with no error check:
     ``torch.inverse`` would copy its error flags to the host and so stall the GPU on every call; a singular matrix
-    gives non-finite entries instead. In an exported graph, the closed form :func:`inverse_2x2`.
+    gives non-finite entries instead. In an exported graph, the closed form :func:`inverse_2x2`. Under
+    ``torch.compile`` no branch depends on the values, so the per-frame path traces as one graph.
     """
     if exporting() and matrices.shape[-2:] == (2, 2):
         return inverse_2x2(matrices)
     if matrices.device.type == "cpu":
         result, info = torch.linalg.inv_ex(matrices)  # the same LAPACK inverse, with its status per matrix
-        if bool(info.any()):  # a degenerate region (say, from a poorly trained AVD network): no crash
+        # A degenerate region (say, from a poorly trained AVD network) takes the pseudo-inverse: no crash. Traced
+        # by torch.compile, both are computed and selected, since a branch on ``info`` would break the graph.
+        if torch.compiler.is_compiling() or bool(info.any()):
             result = torch.where((info != 0)[..., None, None], torch.linalg.pinv(matrices), result)
         return result
     return torch.linalg.inv_ex(matrices).inverse

@@ -75,6 +75,25 @@ def test_layout_distance_is_zero_for_the_source_and_ignores_position_and_size(pa
     assert torch.allclose(region_layout(shift * 0.5 + 0.2), region_layout(shift), atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,precision,optimize", [(mode, "fp32", True) for mode in MODES] + [
+    ("avd", "bf16", True), ("relative", "bf16", True), ("relative", "fp32", False)])
+def test_the_per_frame_path_traces_as_one_graph(mode, precision, optimize, parity_dir, parity_models):
+    """``torch.compile`` traces ``Animator.render`` (networks, AVD and region geometry) with no graph break: nothing
+    on it branches on values or waits for the device; compiled (backend 'eager') it gives the same frames."""
+    expected = parity_arrays(parity_dir)
+    source, driving = torch.from_numpy(expected["source"]), torch.from_numpy(expected["driving"])
+    animator = Animator(source, *parity_models, mode=mode, precision=precision, optimize=optimize)
+    animator.set_initial(driving[:1])
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(animator.render)(driving[:2])
+    reasons = sorted({f"{b.reason}".splitlines()[0] + f" at {b.user_stack[-1]}" for b in explained.break_reasons})
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, reasons
+    compiled = Animator(source, *parity_models, mode=mode, precision=precision, optimize=optimize, compile="eager")
+    assert torch.equal(compiled(driving[:2])["prediction"], animator(driving[:2])["prediction"])
+
+
 def test_avd_mode_needs_an_avd_network(parity_dir, parity_models):
     generator, region_predictor, _ = parity_models
     with pytest.raises(ValueError, match="needs an AVD network"):
@@ -202,6 +221,7 @@ def test_animate_mode_with_an_unusable_pairs_list_is_one_error_line(rows, words,
 # --precision in the evaluation modes
 
 
+@pytest.mark.slow
 def test_reconstruction_and_animate_modes_run_in_bf16_close_to_float32(tmp_path, parity_dir):
     """``run.py --precision bf16`` reaches both modes: their outputs are those of float32 up to bf16 rounding."""
     import run

@@ -128,6 +128,7 @@ def test_models_come_from_the_models_folders_only(tmp_path, settings, clip):
         assert_one_line_error(request(settings, driving=clip, model=typed)[2], "unknown model", "puppets64")
 
 
+@pytest.mark.slow
 def test_checkpoints_are_loaded_with_weights_only(settings, clip, monkeypatch):
     calls = []
     real_load = torch.load
@@ -155,6 +156,7 @@ def test_frame_limit(settings, tmp_path):
     assert_one_line_error(request(settings, driving=long_clip)[2], "21 frames", "at most 20", "--max_frames")
 
 
+@pytest.mark.slow
 def test_two_users_at_once_get_their_own_results(settings, tmp_path):
     clips = [write_clip(tmp_path / "a.mp4", 4), write_clip(tmp_path / "b.mp4", 7)]
     results = [None, None]
@@ -201,6 +203,7 @@ def test_a_bug_is_one_line_on_the_page_and_a_traceback_in_the_log(settings, clip
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_box_drawn_by_two_clicks(settings, clip):
     class Click:
         def __init__(self, x, y):
@@ -290,6 +293,7 @@ def test_a_work_folder_that_is_not_ours_is_one_error_line_at_launch(problem, tmp
     assert (mine / "chapter1.tex").read_text() == "text"
 
 
+@pytest.mark.slow
 def test_failed_requests_leave_no_request_folder(settings, clip):
     for change in [{"crop": "box", "box": "1,2"}, {"source": REPO_ROOT / "README.md"}, {"crop": "face"}]:
         assert request(settings, **{"driving": clip, **change})[2].startswith("error: ")
@@ -341,6 +345,7 @@ def test_images_beyond_the_pixel_limit_are_refused_before_decoding(settings, cli
     assert_one_line_error(status, "huge.png has more pixels than")
 
 
+@pytest.mark.slow
 def test_video_frames_beyond_the_pixel_limit_are_refused_before_decoding(settings, clip, tmp_path):
     big = ffmpeg_video(tmp_path / "big.mp4", 4096, 4096, 2)
     assert big.stat().st_size < 100_000  # a small file
@@ -384,6 +389,7 @@ def sixteen_bit_grey(path):
     return path
 
 
+@pytest.mark.slow
 def test_a_16_bit_png_is_animated_as_it_is_with_the_demos_notes(settings, clip, tmp_path):
     """issue 24.8: a 16-bit PNG was animated as a white image, and the grey and alpha notes were lost."""
     path = sixteen_bit_grey(tmp_path / "deep.png")
@@ -402,6 +408,7 @@ def has_absolute_path(text):
     return re.search(r"(^|[\s('\"])/", text) is not None
 
 
+@pytest.mark.slow
 def test_the_status_shows_file_names_not_server_folders(settings, clip, tmp_path):
     path = sixteen_bit_grey(tmp_path / "deep.png")
     for status in [request(settings, source=path, driving=clip)[2],

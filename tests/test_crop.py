@@ -150,6 +150,7 @@ def astronaut256():
     return skimage.data.astronaut()[::2, ::2]  # (256, 256, 3): the face about x 88-136, y 33-80
 
 
+@pytest.mark.slow
 def test_jittering_face_gets_one_fixed_box_and_missed_frames_use_neighbours(tmp_path, astronaut256, detector):
     offsets = [(20 + dx, 20 + dy) for dx, dy in [(0, 0), (3, -2), (-2, 3), (4, 1), (0, 0), (-3, -3), (2, 2), (1, 0)]]
     frames = jittered(astronaut256, (300, 300), offsets)
@@ -162,6 +163,7 @@ def test_jittering_face_gets_one_fixed_box_and_missed_frames_use_neighbours(tmp_
                                                   face.bottom + dy - 20) for dx, dy in offsets])
 
 
+@pytest.mark.slow
 def test_face_that_moves_across_the_frame_gets_a_box_per_scene(tmp_path, astronaut256, detector):
     frames = jittered(astronaut256, (256, 600), [(0, 0)] * 5 + [(340, 0)] * 5)
     report = cropping.crop_file(write_clip(tmp_path / "m.mp4", frames), tmp_path / "out.mp4", target="face",
@@ -272,6 +274,7 @@ def test_crop_inputs_for_the_demo(tmp_path, astronaut256, detector):
     assert cropped.driving_report["target"] == "face" and (tmp_path / "result.crop.png").exists()
 
 
+@pytest.mark.slow
 def test_done_when_command_on_the_realworld_source(tmp_path, realworld_dir):
     """The README's crop command line, through a real process."""
     import subprocess
@@ -317,6 +320,7 @@ def test_continuous_real_footage_has_no_cut(talk_clip):
     assert cropping.find_cuts(thumbnails) == []
 
 
+@pytest.mark.slow
 def test_two_clips_concatenated_are_two_shots_cut_at_the_join(tmp_path, realworld_dir, astronaut256, detector):
     talk = first_frames(realworld_dir / "driving.mp4", 9)  # (384, 384, 3) each
     astronaut = jittered(astronaut256, (384, 384), [(60 + dx, 40) for dx in range(7)])
@@ -610,6 +614,7 @@ def test_demo_nothing_found_suggests_the_demos_own_flag(demo_media, tmp_path, ca
     assert "tools/crop.py" not in lines[0]
 
 
+@pytest.mark.slow
 def test_demo_crop_notes_name_the_users_files(demo_media, capsys, monkeypatch):
     code, lines = run_demo(capsys, monkeypatch, demo_media, "--crop", "face", "--audio")
     assert code == 0, lines

@@ -63,6 +63,7 @@ def test_find_best_frame_picks_the_frame_posed_like_the_source(media, capsys, pa
     assert count_frames(media["result_video"]) == NUM_FRAMES
 
 
+@pytest.mark.slow
 def test_best_frame_must_be_a_frame(media, capsys):
     code, lines = run(capsys, media, "--best_frame", "3")
     assert code == 0 and count_frames(media["result_video"]) == NUM_FRAMES
@@ -86,6 +87,7 @@ def test_audio_is_copied_from_a_video_that_has_some(media, tmp_path):
     assert not list(tmp_path.glob("tmp*")), "the silent intermediate video was left behind"
 
 
+@pytest.mark.slow
 def test_audio_on_a_silent_video_gives_a_silent_result(media, capsys):
     code, lines = run(capsys, media, "--audio")
     assert code == 0 and any("has no sound track" in line for line in lines)
@@ -218,6 +220,7 @@ def test_real_footage_with_the_best_frame(media, capsys, realworld_dir):
     assert iio.improps(result).shape[1:] == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_a_gif_result_cannot_have_sound(media, capsys, tmp_path):
     assert_one_line_error(*run(capsys, media, "--audio", result_video=tmp_path / "out.gif"), "out.gif", "no sound")
     code, lines = run(capsys, media, result_video=tmp_path / "out.gif")
@@ -365,6 +368,7 @@ def test_a_truncated_driving_video_is_animated_to_the_break_with_a_note(media, c
     assert f"frame {count_frames(media['result_video'])} of the 60" in notes[0]
 
 
+@pytest.mark.slow
 def test_a_variable_frame_rate_driving_video_keeps_its_duration(media, capsys, tmp_path):
     from test_media import write_vfr_clip
     from media import video_info

@@ -61,6 +61,7 @@ def test_the_demo_notes_the_card_and_a_result_smaller_than_its_inputs(tmp_path, 
     assert read_video(tmp_path / "result.mp4").shape == (4, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_inputs_at_the_models_size_get_no_size_note(tmp_path, capsys):
     code, lines = run_demo(capsys, tmp_path, "--mode", "relative")
     assert code == 0 and not any("smaller than the inputs" in line for line in lines), lines

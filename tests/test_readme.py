@@ -1,6 +1,7 @@
 """The README's promises: its set-up commands and its Python snippet work as written."""
 import re
 
+import pytest
 import torch
 
 from conftest import REPO_ROOT
@@ -18,6 +19,7 @@ def test_first_lines_are_the_two_setup_commands():
     assert "pip install -q -r requirements-test.txt && python -m pytest -q" in ci
 
 
+@pytest.mark.slow
 def test_published_checkpoint_snippet(tmp_path, monkeypatch):
     """The snippet builds vox256 and strictly loads a checkpoint in the published (legacy torch 1.4) format."""
     snippet = re.search(r"```python\n(from config import load_config.*?)```", README, re.S).group(1)

@@ -150,6 +150,7 @@ def test_reconstruct_uses_the_first_frame_as_source(setup):
         assert torch.equal(sources[0], torch.from_numpy(frames[0]).permute(2, 0, 1))
 
 
+@pytest.mark.slow
 def test_a_stopped_rerun_leaves_the_earlier_outputs_together(setup, tmp_path, monkeypatch):
     """Videos and metrics.json of one run stay side by side: a rerun stopped half way changes none of them."""
     import reconstruction as module
