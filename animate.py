@@ -15,8 +15,8 @@ from frames_dataset import PairedDataset
 from errors import signals_as_interrupts
 from inference import load_into
 from media import VideoWriter, iter_video_frames, staged_folder, strip_extension, write_image
-from modules.optimize import (optimize_for_inference, wants_channels_last, wants_narrow_convolutions,
-                              wants_winograd)
+import kernel_choice
+from modules.optimize import optimize_for_inference
 from modules.util import as_float32, float32_geometry, inverse
 from visualizer import Visualizer
 
@@ -112,6 +112,16 @@ def autocast_for(device_type, precision):
     return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
+def choose_kernels(generator, region_predictor, source_image, precision, batch_size):
+    """``kernel_choice.choose`` for animating ``source_image`` (1, C, H, W) with these networks."""
+    def run_once():  # the plain generator on the source in its own pose: which convolution sees which map
+        with autocast_for(source_image.device.type, precision):
+            params = as_float32(region_predictor(source_image))
+            generator(source_image, params, params)
+    return kernel_choice.choose(generator, run_once, tuple(source_image.shape[-2:]), batch_size,
+                                source_image.device, precision)
+
+
 _PREPARED = weakref.WeakKeyDictionary()  # network -> {options: (fingerprint, its optimised copy)}
 
 
@@ -157,30 +167,33 @@ class Animator:
         generator, region_predictor, avd_network: networks in eval mode (avd_network only for mode 'avd').
         optimize: render with the networks' copies from ``modules.optimize.optimize_for_inference``, made once
             per network (``prepared_for_inference``), with the same numbers up to float rounding: the
-            generator's (channels-last, Winograd and narrow convolutions where ``wants_channels_last``,
-            ``wants_winograd`` and ``wants_narrow_convolutions`` say they help) and the region predictor's
+            generator's (channels-last, Winograd and narrow convolutions where timing them on this machine found
+            them faster, ``kernel_choice.choose``; ``self.kernels`` says what was chosen) and the region predictor's
             (batch norms folded, channels-last: 12.7 ms a 256x256 frame instead of 18.4 on 2 CPU threads). In AVD
             mode the region predictor stays as it is: the AVD network feeds the region params to inverses of
             nearly singular affines, where a last-bit difference grows a thousandfold (the parity frames moved by
             1.9e-4 instead of 6.7e-5).
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
+        batch_size: the driving frames per call the kernels are timed at (default ``default_batch_size``).
         compile: trace the per-frame path (:meth:`render`: region predictor, AVD network, region geometry and
             generator) with ``torch.compile`` (True; or a backend name), as one graph. Meant for GPUs: on a 2-core
             CPU it took a minute to compile and the frames came out slower.
     """
 
     def __init__(self, source_image, generator, region_predictor, avd_network=None, mode="standard",
-                 adapt_movement_scale=True, optimize=True, precision="fp32", compile=False):
+                 adapt_movement_scale=True, optimize=True, precision="fp32", compile=False, batch_size=None):
         if mode not in ANIMATION_MODES:
             raise ValueError(f"unknown animation mode {mode!r}: use one of {', '.join(ANIMATION_MODES)}")
         if mode == "avd":
             _require_avd(avd_network)
         self.device_type, self.precision = source_image.device.type, check_precision(precision)
-        self.channels_last = optimize and wants_channels_last(source_image.device, precision)
+        self.kernels = None
         if optimize:
-            generator = prepared_for_inference(generator, channels_last=self.channels_last,
-                                               winograd=wants_winograd(source_image.device, precision),
-                                               narrow=wants_narrow_convolutions(source_image.device))
+            self.kernels = choose_kernels(generator, region_predictor, source_image, precision,
+                                          batch_size or default_batch_size(source_image.device))
+            generator = prepared_for_inference(generator, **self.kernels.options())
+        self.channels_last = optimize and self.kernels.channels_last
+        if optimize:
             if mode != "avd":
                 region_predictor = prepared_for_inference(region_predictor, channels_last=self.channels_last)
         self.regions_channels_last = self.channels_last and mode != "avd"
@@ -403,7 +416,7 @@ def animate(config, models, checkpoint_path, log_dir, dataset, device, batch_siz
         for item in tqdm(pairs, desc=f"animating ({mode})", unit="pair"):
             source = frames_to_tensor(video_frames_array(item["source_video"])[:1], device)  # (1, 3, H, W)
             animator = Animator(source, networks["generator"], networks["region_predictor"],
-                                networks.get("avd_network"), mode=mode, precision=precision)
+                                networks.get("avd_network"), mode=mode, precision=precision, batch_size=batch_size)
             name = f"{strip_extension(item['driving_name'])}-{strip_extension(item['source_name'])}"
             with VideoWriter(staging / (name + params["format"]), fps=DEFAULT_FPS) as writer:
                 frames = animate_pair(animator, video_frames_array(item["driving_video"]), writer, visualizer,
@@ -427,7 +440,8 @@ def make_animation(source_image, driving_video, generator, region_predictor, avd
     batch_size = batch_size or default_batch_size(device)
     source = frames_to_tensor([source_image], device)  # (1, 3, H, W)
     animator = Animator(source, generator, region_predictor, avd_network, mode=animation_mode,
-                        adapt_movement_scale=adapt_movement_scale, precision=precision, compile=compile)
+                        adapt_movement_scale=adapt_movement_scale, precision=precision, compile=compile,
+                        batch_size=batch_size)
     animator.set_initial(frames_to_tensor([driving_video[initial_frame]], device))
     predictions = []
     for batch in batched(driving_video, batch_size):

@@ -272,7 +272,7 @@ def animate_files(request, notify=print_note):
         animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,
                             adapt_movement_scale=request.adapt_scale, optimize=torch_backend,
                             precision=request.precision if torch_backend else "fp32",
-                            compile=request.compile and torch_backend)
+                            compile=request.compile and torch_backend, batch_size=batch_size)
         choose_initial_frame(animator, request, img_shape, info.num_frames, batch_size, notify)
         with VideoWriter(request.result_video, info.fps,
                          audio_from=request.driving_video if request.audio else None) as writer:

@@ -19,6 +19,10 @@ PARITY_DIR = REPO_ROOT / "tests" / "fixtures" / "parity"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+# Every test (and every process a test starts) takes the device-type kernel choices, unmeasured, so that runs
+# compute alike; tests/test_kernel_choice.py measures on purpose.
+os.environ["MRAA_KERNELS"] = "defaults"
+
 
 def _require_shared(*parts):
     path = SHARED_DIR.joinpath(*parts)

@@ -39,6 +39,17 @@ def test_inference(results):
     assert len(inference["load_average"]) == 2
 
 
+def test_inference_reports_the_kernel_choices(results):
+    """Each precision timed and each batch size searched has its choice of fast forms, and how it was made."""
+    kernels = results["inference"]["kernels"]
+    assert set(kernels) == {"fp32"} | ({"bf16"} if benchmark.has_fast_bf16() else set())
+    for precision, by_batch in kernels.items():
+        assert set(by_batch) == {"1", "2"}
+        for chosen in by_batch.values():
+            assert all(isinstance(chosen[k], bool) for k in ("channels_last", "winograd", "narrow"))
+            assert chosen["source"] in ("measured", "cached", "defaults") and chosen["seconds"] >= 0
+
+
 def test_inference_sides_and_their_share_of_the_machine(results):
     """Every side of one run: the reference, float32, bf16 where the CPU has it, ONNX Runtime where installed."""
     inference, machine = results["inference"], results["machine"]
@@ -74,6 +85,17 @@ def test_loader(results):
     loader = results["loader"]
     assert positive(*loader["items_per_second_by_workers"].values())
     assert isinstance(loader["keeps_up"], bool)
+
+
+def test_demo_end_to_end_against_the_model_alone(results):
+    demo = results["demo"]
+    assert "6 frames of 96x96" in demo["driving"] and len(demo["load_average"]) == 2
+    for precision in ["fp32"] + (["bf16"] if benchmark.has_fast_bf16() else []):
+        side = demo[precision]
+        assert positive(side["demo_frames_per_second"], side["model_frames_per_second"], side["demo_over_model"])
+        # the ratio is of the two rates measured (no speed is asserted: machines differ)
+        assert side["demo_over_model"] == pytest.approx(side["demo_frames_per_second"] /
+                                                        side["model_frames_per_second"], rel=0.02)
 
 
 def test_memory_does_not_grow_with_the_video(results):

@@ -4,6 +4,7 @@
     python tools/benchmark.py --config config/ted384.yaml --size 384 --parts inference
     python tools/benchmark.py --checkpoint vox256.pth --frames 16 --repeats 3 --threads 1 --out bench.json
     python tools/benchmark.py --parts memory                    # demo peak RSS: 100- vs 3000-frame driving video
+    python tools/benchmark.py --parts demo --threads 2          # the demo end to end against the model alone
     python tools/benchmark.py --parts inference --sides fp32,bf16  # no ONNX export
     python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
     python tools/benchmark.py --parts metrics --threads 2       # AKD/MKR of a 100-frame 256x256 clip: seconds
@@ -23,12 +24,18 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   the machine's measured rate of a large 3x3 convolution in its number format (``conv3x3_gflops``,
   ``conv3x3_bf16_gflops``, at the same threads; bf16's Winograd convolutions compute in float32, so its fraction
   understates); ``effective`` GFLOP/s: the reference's
-  FLOPs per frame over our float32 time.
+  FLOPs per frame over our float32 time. ``kernels``: which fast forms ``kernel_choice.choose`` took on this
+  machine for each precision and batch size (channels-last, Winograd, narrow), measured or read from its cache
+  before any timing, with the milliseconds that decided each (also printed to stderr).
 - ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
   channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
   (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
   process, where the allocator is the same for both. Same weights, inputs and random warp: same losses.
 - ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
+- ``demo``: the demo end to end in this process (``pipeline.animate_files``: the networks loaded, a
+  ``--demo_input_size`` H.264 driving video decoded and resized to ``--size``, animated, encoded) against the model
+  alone on the same frames, decoded and resized beforehand (``make_animation``), both at the demo's CPU batch size,
+  warm (kernels chosen, weights prepared), interleaved: frames/s of each and their ratio (``demo_over_model``).
 - ``memory``: ``demo.py`` in subprocesses on generated driving videos of 100 and 3000 frames: peak RSS of each.
 - ``metrics``: the keypoint metrics (``keypoint_metrics.evaluate_pairs``, as ``tools/eval_metrics.py`` runs them)
   on a 100-frame 256x256 clip against a copy shifted by 5 pixels, both PNG folders: faces on a pan over
@@ -62,8 +69,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from animate import (Animator, batched, forget_prepared, frames_to_tensor, get_animation_region_params,  # noqa: E402
-                     make_animation)
+from animate import (Animator, batched, choose_kernels, default_batch_size, forget_prepared,  # noqa: E402
+                     frames_to_tensor, get_animation_region_params, make_animation)
 from checkpoint import save_checkpoint  # noqa: E402
 from config import load_config  # noqa: E402
 from device import keep_freed_memory  # noqa: E402
@@ -77,9 +84,10 @@ from modules.winograd import WinogradConv2d  # noqa: E402
 from train import NETWORKS, ReconstructionModel  # noqa: E402
 from trainer import adam  # noqa: E402
 
-PARTS = ("inference", "training", "loader", "memory", "metrics")
+PARTS = ("inference", "training", "loader", "memory", "demo", "metrics")
 SIDES = ("fp32", "bf16", "onnxruntime")
 QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
+         "demo_frames": 6, "demo_input_size": 96,
          "memory_frames": "10,40", "memory_size": 64, "threads": 1}
 
 
@@ -304,6 +312,25 @@ def side_summary(seconds, frames, flops, reference_best, conv_rate):
             "gflops_per_second": round(gflops, 1), "conv_fraction": round(gflops / conv_rate, 3)}
 
 
+def kernel_choices(models, source, precisions, batch_sizes):
+    """What ``kernel_choice.choose`` picks for each precision and batch size, why, and the seconds it took
+    (measuring on a first run, reading ``kernels.json`` after); each choice is printed to stderr too."""
+    generator, region_predictor, _ = models
+    image = frames_to_tensor([source], "cpu")  # (1, 3, H, W)
+    chosen = {}
+    for precision in precisions:
+        for batch_size in batch_sizes:
+            start = time.perf_counter()
+            choice = choose_kernels(generator, region_predictor, image, precision, batch_size)
+            seconds = time.perf_counter() - start
+            print(f"kernels {precision} batch {batch_size}: {choice.why()} [{seconds:.1f} s]", file=sys.stderr)
+            chosen.setdefault(precision, {})[str(batch_size)] = {
+                **choice.options(), "source": choice.source, "seconds": round(seconds, 2),
+                "timings_ms": {name: {k: round(v * 1e3, 2) for k, v in times.items()}
+                               for name, times in choice.timings.items()}}
+    return chosen
+
+
 def inference_benchmark(args, machine_rates):
     """The reference loop, ours in float32, ours in bf16 (on CPUs that run it natively) and ONNX Runtime (when
     installed), timed interleaved on the same frames (see the module docstring)."""
@@ -322,13 +349,15 @@ def inference_benchmark(args, machine_rates):
 
     load_before = load_average()
     reset_peak_rss()
+    precisions = ["fp32"] + (["bf16"] if "bf16" in args.sides and has_fast_bf16() else [])
+    kernels = kernel_choices(models, source, precisions, args.batch_sizes)  # measured (or cached) before timing
     by_batch, batch_size = best_batch_size(ours, driving, args.batch_sizes)
     fp32 = ours(driving, batch_size)
     preparation = model_preparation_seconds(lambda: ours(driving[:batch_size], batch_size))
     difference = float(np.abs(np.stack(fp32[:2]) - np.stack(reference(driving[:2]))).max())
     runs = {"fp32": lambda: ours(driving, batch_size), "reference": lambda: reference(driving)}
     flops = {"fp32": per_frame_flops(lambda v: ours(v, 1), driving)[0]}
-    result = {"mode": args.mode, "frames": len(driving), "repeats": args.repeats, "notes": []}
+    result = {"mode": args.mode, "frames": len(driving), "repeats": args.repeats, "notes": [], "kernels": kernels}
     if "bf16" in args.sides and has_fast_bf16():
         runs["bf16"] = lambda: ours(driving, batch_size, "bf16")
         flops["bf16"] = per_frame_flops(lambda v: ours(v, 1, "bf16"), driving)[0]
@@ -609,6 +638,48 @@ def memory_benchmark(args):
             "load_average": [load_before, load_average()]}
 
 
+def demo_benchmark(args):
+    """The demo end to end against the model alone, on the same frames (see the module docstring)."""
+    from media import read_image, read_video
+    from pipeline import Request, animate_files
+    load_before = load_average()
+    img_shape = (args.size, args.size)
+    precisions = ["fp32"] + (["bf16"] if "bf16" in args.sides and has_fast_bf16() else [])
+    batch_size = default_batch_size("cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint, source, videos = write_demo_inputs(folder, args.config, args.demo_input_size,
+                                                       [args.demo_frames], args.seed)
+        checkpoint = args.checkpoint or checkpoint
+        driving = videos[args.demo_frames]
+        models = animation_models(args.config, checkpoint)
+        source_frame, frames = read_image(source, img_shape), list(read_video(driving, img_shape))
+
+        def end_to_end(precision):
+            return lambda: animate_files(Request(
+                args.config, str(checkpoint), str(source), str(driving), str(Path(folder) / "result.mp4"),
+                mode=args.mode, img_shape=img_shape, device="cpu", batch_size=batch_size, precision=precision),
+                notify=lambda message: None)
+
+        def model_alone(precision):
+            return lambda: make_animation(source_frame, frames, *models, animation_mode=args.mode,
+                                          batch_size=batch_size, precision=precision)
+        runs = {}
+        for precision in precisions:
+            runs[f"demo_{precision}"], runs[f"model_{precision}"] = end_to_end(precision), model_alone(precision)
+        for run in runs.values():  # warm: kernels chosen, weights prepared, as a second video finds them
+            run()
+        times = interleaved(runs, args.repeats)
+    result = {"driving": f"{args.demo_frames} frames of {args.demo_input_size}x{args.demo_input_size} H.264, "
+                         f"animated at {args.size}x{args.size}, batch {batch_size}, {args.mode} mode",
+              "load_average": [load_before, load_average()]}
+    for precision in precisions:
+        demo, model = (min(times[f"{side}_{precision}"]) for side in ("demo", "model"))
+        result[precision] = {"demo_frames_per_second": round(args.demo_frames / demo, 2),
+                             "model_frames_per_second": round(args.demo_frames / model, 2),
+                             "demo_over_model": round(model / demo, 3)}
+    return result
+
+
 def metrics_clips(num_frames=100, size=256):
     """{target: (T, size, size, 3) uint8}: a slow pan over the astronaut's portrait (face), the first frames of the
     real footage in ../shared/realworld (body; the pan where that folder is absent)."""
@@ -684,6 +755,9 @@ def parse_args(argv=None):
     parser.add_argument("--train_batch_size", type=int, default=2, help="training batch (default: %(default)s)")
     parser.add_argument("--workers", type=int_list, default=[0, 1, 2], help="loader workers to try (0,1,2)")
     parser.add_argument("--loader_batches", type=int, default=8, help="batches timed per worker count")
+    parser.add_argument("--demo_frames", type=int, default=48, help="driving frames of the demo part (48)")
+    parser.add_argument("--demo_input_size", type=int, default=384,
+                        help="the demo part's driving video is this size, resized to --size (384)")
     parser.add_argument("--memory_config", default="config/puppets64.yaml", help="model of the memory part")
     parser.add_argument("--memory_size", type=int, default=256, help="frame size of the memory part")
     parser.add_argument("--memory_frames", type=int_list, default=[100, 3000], help="driving lengths (100,3000)")
@@ -732,6 +806,8 @@ def run_parts(args):
         results["loader"] = loader_benchmark(args, results.get("training"))
     if "memory" in args.parts:
         results["memory"] = memory_benchmark(args)
+    if "demo" in args.parts:
+        results["demo"] = demo_benchmark(args)
     if "metrics" in args.parts:
         results["metrics"] = metrics_benchmark(args)
     return results

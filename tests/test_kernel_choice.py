@@ -1,0 +1,136 @@
+"""Kernel choices timed on the machine at hand (kernel_choice.py): measured once, cached per machine and model shape,
+a damaged cache measured again, and the Animator's frames the same whichever forms were chosen."""
+import json
+
+import pytest
+import torch
+
+import kernel_choice
+from animate import Animator
+from config import load_config, validate_config
+from conftest import REPO_ROOT
+from kernel_choice import KernelChoice, choose, default_choice
+from modules.build import build_models
+from tiny import tiny_model_params
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def measuring(tmp_path, monkeypatch):
+    """Measure (the suite's default is the device-type rules) into a cache folder of the test's own."""
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "kernels.json"
+
+
+def tiny_networks(seed=0):
+    torch.manual_seed(seed)
+    models = build_models(validate_config({"model_params": tiny_model_params()}))
+    return {name: model.eval() for name, model in models.items()}
+
+
+def generator_and_run(networks, size):
+    """The generator and a run of it on a random ``size`` x ``size`` source in its own pose."""
+    source = torch.rand(1, 3, size, size)
+
+    def run_once():
+        params = networks["region_predictor"](source)
+        networks["generator"](source, params, params)
+    return networks["generator"], run_once
+
+
+def wide_generator(size=128):
+    """vox256's generator (its published widths: 256-channel residual blocks, so Winograd has layers to take) and a
+    run of it."""
+    torch.manual_seed(0)
+    models = build_models(load_config(REPO_ROOT / "config" / "vox256.yaml"))
+    return generator_and_run({name: model.eval() for name, model in models.items()}, size)
+
+
+@pytest.mark.slow
+def test_a_choice_is_measured_once_then_read_from_the_cache(measuring):
+    generator, run_once = wide_generator()
+    first = choose(generator, run_once, (128, 128), 2, "cpu")
+    assert first.source == "measured"
+    assert set(first.timings) == {"channels_last", "winograd", "narrow"}  # every switch had layers to time
+    for name, times in first.timings.items():
+        assert len(times) == 2 and all(0 < t < 10 for t in times.values()), (name, times)
+    assert first.winograd == (first.timings["winograd"]["winograd"] < first.timings["winograd"]["direct"])
+    assert "channels_last=" in first.why() and " ms" in first.why()
+
+    entries = json.loads(measuring.read_text())["entries"]
+    (entry,) = entries.values()
+    assert entry["choice"] == first.options() and entry["described"]["machine"]["torch"] == torch.__version__
+    assert entry["described"]["frame"] == [128, 128] and entry["described"]["batch"] == 2
+
+    def not_again():
+        raise AssertionError("a cached choice ran the generator again")
+    second = choose(generator, not_again, (128, 128), 2, "cpu")
+    assert second.source == "cached" and second.options() == first.options()
+
+
+@pytest.mark.parametrize("change", ["precision", "batch", "frame"])
+def test_another_precision_batch_or_frame_size_is_measured_apart(change, measuring):
+    generator, run_once = generator_and_run(tiny_networks(), 64)
+    choose(generator, run_once, (64, 64), 2, "cpu")
+    other = {"precision": dict(precision="bf16"), "batch": dict(batch_size=3), "frame": dict(frame_shape=(32, 32))}
+    arguments = {"frame_shape": (64, 64), "batch_size": 2, "precision": "fp32", **other[change]}
+    again = choose(generator, run_once, device="cpu", **arguments)
+    assert again.source == "measured" and len(json.loads(measuring.read_text())["entries"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["not json", "[" * 5000, '{"format": 99, "entries": {}}',
+                                    '{"format": 1, "entries": []}', "folder"],
+                         ids=["not json", "nested", "another format", "entries not a mapping", "folder"])
+def test_a_damaged_or_foreign_cache_is_measured_again(damage, measuring):
+    generator, run_once = generator_and_run(tiny_networks(), 64)
+    measuring.parent.mkdir(parents=True)
+    if damage == "folder":  # cannot be read nor written: measured, and the run goes on
+        measuring.mkdir()
+    else:
+        measuring.write_text(damage)
+    choice = choose(generator, run_once, (64, 64), 1, "cpu")
+    assert choice.source == "measured"
+    if damage != "folder":
+        assert json.loads(measuring.read_text())["format"] == kernel_choice.CACHE_FORMAT
+
+
+def test_defaults_skip_measuring_and_a_bad_policy_is_named(monkeypatch):
+    monkeypatch.setenv("MRAA_KERNELS", "defaults")
+
+    def never():
+        raise AssertionError("the defaults ran the generator")
+    networks = tiny_networks()
+    assert choose(networks["generator"], never, (64, 64), 4, "cpu", "bf16") == default_choice("cpu", "bf16")
+    assert default_choice("cpu") == KernelChoice(channels_last=True, winograd=True, narrow=True)
+    assert default_choice("cuda") == KernelChoice(channels_last=False, winograd=False, narrow=False)
+    monkeypatch.setenv("MRAA_KERNELS", "fastest")
+    with pytest.raises(ValueError, match="MRAA_KERNELS='fastest': use one of measure, defaults"):
+        choose(networks["generator"], never, (64, 64), 4, "cpu")
+
+
+def test_the_machine_is_described_by_its_cpu_flags_torch_and_threads():
+    described = kernel_choice.machine_description("cpu")
+    assert described["torch"] == torch.__version__ and described["threads"] == torch.get_num_threads()
+    assert set(described["flags"]) <= set(kernel_choice.ISA_FLAGS) and described["cpu"]
+
+
+@pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
+@pytest.mark.parametrize("forced", [None, KernelChoice(False, False, False), KernelChoice(True, True, True)])
+def test_the_animator_gives_the_same_frames_whatever_was_chosen(mode, forced, measuring, monkeypatch):
+    """Measured or forced either way, the optimised Animator computes the straightforward one's frames."""
+    if forced is not None:
+        monkeypatch.setattr(kernel_choice, "measure", lambda *args, **kwargs: forced)
+    networks = tiny_networks()
+    triple = networks["generator"], networks["region_predictor"], networks["avd_network"]
+    source, driving = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    plain = Animator(source, *triple, mode=mode, optimize=False)
+    fast = Animator(source, *triple, mode=mode, batch_size=3)
+    assert plain.kernels is None and fast.kernels.source == ("measured" if forced is None else forced.source)
+    if forced is not None:
+        assert fast.kernels == forced and fast.channels_last == forced.channels_last
+    for animator in (plain, fast):
+        animator.set_initial(driving[:1])
+    error = (fast(driving)["prediction"] - plain(driving)["prediction"]).abs().max()
+    assert error <= TOLERANCE, f"{mode}, {fast.kernels}: max abs error {error:.3g}"
