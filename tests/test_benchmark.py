@@ -98,6 +98,14 @@ def test_demo_end_to_end_against_the_model_alone(results):
                                                         side["model_frames_per_second"], rel=0.02)
 
 
+def test_metrics_of_a_copy_shifted_by_5_pixels(results):
+    metrics = results["metrics"]
+    assert metrics["clip"].startswith("10 frames 256x256")
+    for target in ("face", "body"):
+        assert positive(metrics[target]["seconds"], metrics[target]["frames_per_second"])
+        assert 4 < metrics[target]["akd"] < 6, target
+
+
 def test_memory_does_not_grow_with_the_video(results):
     memory = results["memory"]
     assert set(memory["peak_rss_mb_by_frames"]) == {"10", "40"}

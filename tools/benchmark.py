@@ -87,7 +87,7 @@ from trainer import adam  # noqa: E402
 PARTS = ("inference", "training", "loader", "memory", "demo", "metrics")
 SIDES = ("fp32", "bf16", "onnxruntime")
 QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
-         "demo_frames": 6, "demo_input_size": 96,
+         "demo_frames": 6, "demo_input_size": 96, "metrics_frames": 10,
          "memory_frames": "10,40", "memory_size": 64, "threads": 1}
 
 
@@ -702,9 +702,9 @@ def metrics_benchmark(args):
     import keypoint_metrics
     import landmarks
     landmarks.check_available()
-    clips, source = metrics_clips()
+    clips, source = metrics_clips(args.metrics_frames)
     threads = args.threads or 2
-    results = {"clip": f"100 frames 256x256 against a copy shifted 5 px right, PNG folders; {source}",
+    results = {"clip": f"{args.metrics_frames} frames 256x256 against a copy shifted 5 px right, PNG folders; {source}",
                "threads": threads}
     with tempfile.TemporaryDirectory() as folder:
         for target, frames in clips.items():
@@ -758,6 +758,7 @@ def parse_args(argv=None):
     parser.add_argument("--demo_frames", type=int, default=48, help="driving frames of the demo part (48)")
     parser.add_argument("--demo_input_size", type=int, default=384,
                         help="the demo part's driving video is this size, resized to --size (384)")
+    parser.add_argument("--metrics_frames", type=int, default=100, help="frames of the metrics part's clips (100)")
     parser.add_argument("--memory_config", default="config/puppets64.yaml", help="model of the memory part")
     parser.add_argument("--memory_size", type=int, default=256, help="frame size of the memory part")
     parser.add_argument("--memory_frames", type=int_list, default=[100, 3000], help="driving lengths (100,3000)")
