@@ -11,13 +11,14 @@
 Which is faster depends on the machine, not on the device's type: on a 2-core AMD EPYC without AMX, Winograd in
 float32 was as fast as oneDNN's direct bf16 kernels; on an Intel Xeon with AMX the direct bf16 convolutions run 8.8
 times faster than float32, so there Winograd throws bf16's speed away. So :func:`choose` times each candidate at
-the model's own layer shapes (every convolution the switch changes, at the frame size and batch animated, under
+the model's own layer shapes (every convolution the switch changes, each distinct one timed once and counted as
+often as the generator has it, at the frame size animated, at the batch animated on GPUs and batch 1 on CPUs, under
 the precision's autocast), the candidates interleaved and the best of ``REPEATS`` runs kept, and takes the faster.
 
 A choice is made once per machine and model shape: it is cached in ``$MRAA_CACHE_DIR/kernels.json`` (by default
 ``~/.cache/mraa/kernels.json``) under a key of the CPU's model and instruction-set flags (or the GPU's name), the
-torch version, the threads, the precision, the batch, the frame size and the generator's convolutions. For vox256
-at 256x256 on 2 CPU threads, measuring took about 6 s. ``MRAA_KERNELS=defaults`` skips measuring and takes the
+torch version, the threads, the precision, the batch timed, the frame size and the generator's convolutions. For
+vox256 at 256x256 on a 2-core AMD EPYC (AVX2, 2 threads), measuring took 4.5 s. ``MRAA_KERNELS=defaults`` skips measuring and takes the
 device-type rules of ``modules.optimize`` (``wants_*``), as the tests do so that every run computes alike;
 ``tools/benchmark.py`` prints the choice, its timings and why.
 """
@@ -37,7 +38,7 @@ from modules.optimize import NarrowConv2d, wants_channels_last, wants_narrow_con
 from modules.util import DownBlock2d, ResBlock2d, SameBlock2d
 from modules.winograd import WinogradConv2d
 
-REPEATS = 3  # timed runs of each candidate, interleaved; the best is kept
+REPEATS = 2  # timed runs of each candidate, interleaved after a warm-up run; the best is kept
 POLICIES = ("measure", "defaults")
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -115,7 +116,15 @@ def convolution_signature(generator):
             if isinstance(m, nn.Conv2d)]
 
 
+def measured_batch(batch_size, device):
+    """The batch kernels are timed at: the one animated on GPUs, where small batches leave the device idle and
+    can favour other kernels; 1 on CPUs, whose time per frame hardly depends on it (a 2-core AMD EPYC chose alike
+    at batches 1, 2 and 4, their times within 6% of proportional), so that one measurement serves every batch."""
+    return batch_size if torch.device(device).type == "cuda" else 1
+
+
 def cache_key(generator, frame_shape, batch_size, device, precision):
+    batch_size = measured_batch(batch_size, device)
     described = {"machine": machine_description(device), "precision": precision, "batch": batch_size,
                  "frame": list(frame_shape), "convolutions": convolution_signature(generator)}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32], described
@@ -138,6 +147,15 @@ def write_cache(path, entries):
             Path(temporary).write_text(json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1))
 
 
+def needs_measuring(generator, frame_shape, batch_size, device, precision="fp32"):
+    """Whether :func:`choose` will time kernels for this (no cached choice, and measuring is on): a caller says so
+    before the wait."""
+    if policy() == "defaults":
+        return False
+    key, _ = cache_key(generator, frame_shape, batch_size, device, precision)
+    return not isinstance(read_cache(cache_path()).get(key), dict)
+
+
 def choose(generator, run_once, frame_shape, batch_size, device, precision="fp32"):
     """The :class:`KernelChoice` for ``generator`` (plain, eval mode) at ``frame_shape`` and ``batch_size``.
 
@@ -152,7 +170,7 @@ def choose(generator, run_once, frame_shape, batch_size, device, precision="fp32
     if isinstance(entry, dict):
         with contextlib.suppress(TypeError, KeyError):
             return KernelChoice(**{**entry["choice"], "source": "cached", "timings": entry.get("timings", {})})
-    choice = measure(generator, run_once, batch_size, device, precision)
+    choice = measure(generator, run_once, measured_batch(batch_size, device), device, precision)
     entries[key] = {"described": described, "choice": choice.options(), "timings": choice.timings,
                     "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_cache(cache_path(), entries)
@@ -215,22 +233,25 @@ def grouped(convolutions, shapes):
     return [(conv, signature[-1], count) for signature, (conv, count) in groups.items()]
 
 
-def layer_runs(layers, make, batch_size, device, precision, memory_format):
-    """One callable running every layer of ``layers`` (as ``make(conv)`` builds it) ``count`` times, under the
-    precision's autocast, on random inputs of its shape in the precision's dtype (as the layer before hands them
-    on under autocast)."""
-    runs = []
+def time_forms(layers, forms, batch_size, device, precision):
+    """{form: seconds} of the layers in each form: each distinct layer timed once per form (interleaved, best of
+    ``REPEATS``) and counted as often as the generator has it. ``forms``: {form: (build from a convolution, memory
+    format)}. Inputs are random, of the layer's shape, in the precision's dtype (as the layer before hands them on
+    under autocast)."""
+    totals = dict.fromkeys(forms, 0.0)
     for conv, (C, H, W), count in layers:
         x = torch.randn(batch_size, C, H, W, device=device, dtype=DTYPES[precision])
-        x = x.contiguous(memory_format=memory_format)
-        runs.append((make(conv), x, count))
+        runs = {}
+        for form, (make, memory_format) in forms.items():
+            layer, inputs = make(conv), x.contiguous(memory_format=memory_format)
 
-    def run():
-        with torch.inference_mode(), autocast(torch.device(device).type, precision):
-            for layer, x, count in runs:
-                for _ in range(count):
-                    layer(x)
-    return run
+            def run(layer=layer, inputs=inputs):
+                with torch.inference_mode(), autocast(torch.device(device).type, precision):
+                    layer(inputs)
+            runs[form] = run
+        for form, seconds in best_times(runs, device).items():
+            totals[form] += count * seconds
+    return totals
 
 
 def copy_of(conv, device, memory_format):
@@ -253,8 +274,7 @@ def measure(generator, run_once, batch_size, device, precision="fp32"):
         layers = grouped(convolutions, shapes)
         if not layers:
             return None
-        timings[name] = best_times({form: layer_runs(layers, make, batch_size, device, precision, memory_format)
-                                    for form, (make, memory_format) in forms.items()}, device)
+        timings[name] = time_forms(layers, forms, batch_size, device, precision)
         return min(timings[name], key=timings[name].get)
 
     # Layout: every convolution, (B, C, H, W) against (B, H, W, C).

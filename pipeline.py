@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import torch
 
+import kernel_choice
 from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, find_best_frame, frames_to_tensor, \
     read_frame
 from config import check_frame_size, load_config
@@ -269,10 +270,13 @@ def animate_files(request, notify=print_note):
         note_smaller_result(original, img_shape, notify)
         if request.audio and not info.audio:
             notify(f"{original.driving_video} has no sound track; the result is silent")
+        precision = request.precision if torch_backend else "fp32"
+        if torch_backend and kernel_choice.needs_measuring(generator, img_shape, batch_size, device, precision):
+            notify("timing the convolution kernels on this machine (once for this model, size, batch and precision; "
+                   "about 10 s)")
         animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,
                             adapt_movement_scale=request.adapt_scale, optimize=torch_backend,
-                            precision=request.precision if torch_backend else "fp32",
-                            compile=request.compile and torch_backend, batch_size=batch_size)
+                            precision=precision, compile=request.compile and torch_backend, batch_size=batch_size)
         choose_initial_frame(animator, request, img_shape, info.num_frames, batch_size, notify)
         with VideoWriter(request.result_video, info.fps,
                          audio_from=request.driving_video if request.audio else None) as writer:

@@ -62,7 +62,7 @@ def test_a_choice_is_measured_once_then_read_from_the_cache(measuring):
     entries = json.loads(measuring.read_text())["entries"]
     (entry,) = entries.values()
     assert entry["choice"] == first.options() and entry["described"]["machine"]["torch"] == torch.__version__
-    assert entry["described"]["frame"] == [128, 128] and entry["described"]["batch"] == 2
+    assert entry["described"]["frame"] == [128, 128] and entry["described"]["batch"] == 1  # CPUs time batch 1
 
     def not_again():
         raise AssertionError("a cached choice ran the generator again")
@@ -70,14 +70,21 @@ def test_a_choice_is_measured_once_then_read_from_the_cache(measuring):
     assert second.source == "cached" and second.options() == first.options()
 
 
-@pytest.mark.parametrize("change", ["precision", "batch", "frame"])
-def test_another_precision_batch_or_frame_size_is_measured_apart(change, measuring):
+@pytest.mark.parametrize("change", ["precision", "frame"])
+def test_another_precision_or_frame_size_is_measured_apart(change, measuring):
     generator, run_once = generator_and_run(tiny_networks(), 64)
     choose(generator, run_once, (64, 64), 2, "cpu")
-    other = {"precision": dict(precision="bf16"), "batch": dict(batch_size=3), "frame": dict(frame_shape=(32, 32))}
+    other = {"precision": dict(precision="bf16"), "frame": dict(frame_shape=(32, 32))}
     arguments = {"frame_shape": (64, 64), "batch_size": 2, "precision": "fp32", **other[change]}
     again = choose(generator, run_once, device="cpu", **arguments)
     assert again.source == "measured" and len(json.loads(measuring.read_text())["entries"]) == 2
+
+
+def test_cpus_time_one_batch_for_all_and_gpus_the_batch_animated(measuring):
+    generator, run_once = generator_and_run(tiny_networks(), 64)
+    assert choose(generator, run_once, (64, 64), 4, "cpu").source == "measured"
+    assert choose(generator, run_once, (64, 64), 1, "cpu").source == "cached"
+    assert kernel_choice.measured_batch(4, "cpu") == 1 and kernel_choice.measured_batch(32, "cuda") == 32
 
 
 @pytest.mark.parametrize("damage", ["not json", "[" * 5000, '{"format": 99, "entries": {}}',
@@ -134,3 +141,36 @@ def test_the_animator_gives_the_same_frames_whatever_was_chosen(mode, forced, me
         animator.set_initial(driving[:1])
     error = (fast(driving)["prediction"] - plain(driving)["prediction"]).abs().max()
     assert error <= TOLERANCE, f"{mode}, {fast.kernels}: max abs error {error:.3g}"
+
+
+def test_the_demo_says_so_before_it_times_kernels_and_only_the_first_time(measuring, tmp_path, parity_dir, capsys):
+    import imageio.v3 as iio
+
+    import demo
+    from eval_media import driving_frames, parity_paths, source_image, write_video
+    config, checkpoint = parity_paths(parity_dir)
+    iio.imwrite(tmp_path / "source.png", source_image(parity_dir))
+    write_video(tmp_path / "driving.mp4", driving_frames(parity_dir, 4), fps=10)
+    argv = ["--config", str(config), "--checkpoint", str(checkpoint), "--source_image", str(tmp_path / "source.png"),
+            "--driving_video", str(tmp_path / "driving.mp4"), "--result_video", str(tmp_path / "result.mp4"),
+            "--img_shape", "64,64", "--cpu", "--quiet", "--mode", "relative"]
+    notes = []
+    for _ in range(2):
+        assert demo.main(argv) == 0
+        notes.append([line for line in capsys.readouterr().err.splitlines() if "timing the convolution kernels" in line])
+    assert len(notes[0]) == 1 and notes[0][0].startswith("note: ") and notes[1] == []
+    assert len(json.loads(measuring.read_text())["entries"]) == 1
+
+
+def test_a_bad_kernel_policy_is_one_error_line_in_the_demo(monkeypatch, tmp_path, parity_dir, capsys):
+    import demo
+    from eval_media import parity_paths
+    monkeypatch.setenv("MRAA_KERNELS", "fastest")
+    config, checkpoint = parity_paths(parity_dir)
+    code = demo.main(["--config", str(config), "--checkpoint", str(checkpoint), "--source_image",
+                      str(REPO_ROOT / "sup-mat" / "source.png"), "--driving_video",
+                      str(REPO_ROOT / "sup-mat" / "driving.mp4"), "--result_video", str(tmp_path / "r.mp4"),
+                      "--img_shape", "64,64", "--cpu", "--quiet"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "MRAA_KERNELS='fastest'" in errors[0]
+    assert not (tmp_path / "r.mp4").exists()

@@ -657,7 +657,8 @@ def demo_benchmark(args):
         def end_to_end(precision):
             return lambda: animate_files(Request(
                 args.config, str(checkpoint), str(source), str(driving), str(Path(folder) / "result.mp4"),
-                mode=args.mode, img_shape=img_shape, device="cpu", batch_size=batch_size, precision=precision),
+                mode=args.mode, img_shape=img_shape, device="cpu", batch_size=batch_size, precision=precision,
+                progress=False),
                 notify=lambda message: None)
 
         def model_alone(precision):
