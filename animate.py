@@ -14,7 +14,8 @@ from config import require_section
 from frames_dataset import PairedDataset
 from errors import signals_as_interrupts
 from inference import load_into
-from media import VideoWriter, iter_video_frames, staged_folder, strip_extension, write_image
+from media import (BackgroundWriter, VideoWriter, iter_video_frames, prefetched, staged_folder, strip_extension,
+                   write_image)
 import kernel_choice
 from modules.optimize import optimize_for_inference
 from modules.util import as_float32, float32_geometry, inverse
@@ -347,20 +348,25 @@ def find_best_frame(animator, path, img_shape, batch_size, device, num_frames=No
 def animate_video(animator, driving_path, writer, img_shape, batch_size, num_frames=None, progress=True):
     """Stream the driving video through ``animator`` into ``writer``; returns the number of frames.
 
-    Each batch's frames are fetched from the device only after the next batch has been queued, so on a GPU the
-    host decodes and encodes while the device computes.
+    Three stages run side by side, so that a video goes at the rate of the slowest, not at the sum of their rates: a
+    thread decodes and resizes the next batches (``media.prefetched``, two batches ahead), the model animates in
+    this thread, and a thread encodes the frames before (``media.BackgroundWriter``, two batches behind). Each
+    batch's frames are fetched from the device only after the next batch has been queued, so on a GPU the host
+    copies while the device computes (the inputs go from pinned memory, without blocking: ``frames_to_tensor``).
     """
     device = animator.source_image.device
     pending = None  # the previous batch's frames, uint8 (B, H, W, 3) still on the device
-    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="animating") as bar:
-        for driving in frame_batches(driving_path, img_shape, batch_size, device):
-            prediction = to_uint8(animator(driving)["prediction"])  # (B, H, W, 3), queued
+    batches = batched(iter_video_frames(driving_path, img_shape), batch_size)
+    with tqdm(total=num_frames, unit="frame", disable=not progress, desc="animating") as bar, \
+            prefetched(np.stack(batch) for batch in batches) as decoded, BackgroundWriter(writer) as encoder:
+        for frames in decoded:  # (B, H, W, 3) float32
+            prediction = to_uint8(animator(frames_to_tensor(frames, device))["prediction"])  # (B, H, W, 3), queued
             if pending is not None:
-                writer.write(pending.cpu().numpy())
+                encoder.write(pending.cpu().numpy())
                 bar.update(len(pending))
             pending = prediction
         if pending is not None:
-            writer.write(pending.cpu().numpy())
+            encoder.write(pending.cpu().numpy())
             bar.update(len(pending))
     return writer.num_frames
 
@@ -377,16 +383,18 @@ def video_frames_array(video):
 def animate_pair(animator, driving_frames, writer, visualizer, batch_size, device):
     """Animate ``driving_frames`` (T, H, W, 3), writing a visualisation frame per driving frame to ``writer``.
 
-    Returns the generated frames, uint8 (T, H, W, 3).
+    Returns the generated frames, uint8 (T, H, W, 3). The visualisation is encoded in a thread beside the model
+    (``media.BackgroundWriter``).
     """
     predictions = []
-    for batch in batched(driving_frames, batch_size):
-        driving = frames_to_tensor(batch, device)  # (B, 3, H, W)
-        out = animator(driving)
-        B, _, H, _ = driving.shape
-        source = animator.source_image.expand(B, -1, -1, -1)  # (B, 3, H, W)
-        writer.write(visualizer.visualize(driving, source, out).reshape(B, H, -1, 3))  # (B, H, n * W, 3)
-        predictions.append(tensor_to_uint8(out["prediction"]))  # (B, H, W, 3)
+    with BackgroundWriter(writer) as encoder:
+        for batch in batched(driving_frames, batch_size):
+            driving = frames_to_tensor(batch, device)  # (B, 3, H, W)
+            out = animator(driving)
+            B, _, H, _ = driving.shape
+            source = animator.source_image.expand(B, -1, -1, -1)  # (B, 3, H, W)
+            encoder.write(visualizer.visualize(driving, source, out).reshape(B, H, -1, 3))  # (B, H, n * W, 3)
+            predictions.append(tensor_to_uint8(out["prediction"]))  # (B, H, W, 3)
     return np.concatenate(predictions)  # (T, H, W, 3)
 
 

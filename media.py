@@ -18,13 +18,17 @@ error, Ctrl-C or SIGTERM leaves any earlier result as it was.
 
 Symbols: T frames, H x W frame size, C = 3 channels.
 """
+import collections
 import contextlib
 import os
+import queue
 import re
 import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 
@@ -778,3 +782,102 @@ def _copy_sound(video_path, sound_path, out_path):
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ['unknown error'])[-1]
         raise MediaError(f"{out_path}: could not add the sound of {sound_path}: ffmpeg: {last}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming beside the model: decoding ahead, encoding behind
+
+
+class _Raised:
+    """An exception of the producing thread, handed to the consumer to raise."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+_DONE = object()
+
+
+@contextlib.contextmanager
+def prefetched(iterable, depth=2):
+    """Iterate ``iterable`` in a thread of its own, up to ``depth`` items ahead of the consumer.
+
+    Yields an iterator over the same items in the same order; an exception of the iterable is raised where the
+    consumer reaches it. Leaving the block (finished, broken off, or by an exception such as Ctrl-C) stops the
+    thread, which closes the iterable itself (a generator belongs to the thread that runs it).
+    """
+    items, stop = queue.Queue(maxsize=depth), threading.Event()
+
+    def put(item):  # blocks while the queue is full, until the consumer takes it or leaves
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        iterator = iter(iterable)
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as error:  # noqa: B036 (handed to the consumer, which raises it)
+            put(_Raised(error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def consume():
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+
+    thread = threading.Thread(target=produce, name="mraa-prefetch", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
+
+
+class BackgroundWriter:
+    """``writer.write`` in a thread of its own, at most ``depth`` batches queued (so memory stays bounded).
+
+    An error of a write is raised by a later ``write`` or by ``finish``. Use as a context manager inside the
+    writer's own ``with`` block: leaving it waits for the write in progress, so the writer is never closed or
+    aborted under a running write.
+    """
+
+    def __init__(self, writer, depth=2):
+        self.writer, self.depth = writer, depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mraa-encode")
+        self.pending = collections.deque()
+
+    def write(self, frames):
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self.writer.write, frames))
+
+    def finish(self):
+        """Wait for every queued write; raises the first error of one."""
+        while self.pending:
+            self.pending.popleft().result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc_info):
+        try:
+            if exc_type is None:
+                self.finish()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,9 @@
 """media.py: every colour mode to RGB, videos of variable rate or cut short, atomic writes, paths never overwritten."""
+import contextlib
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -278,3 +281,110 @@ def test_resize_is_close_to_scikit_images_anti_aliased_resize(size):
         psnr = 10 * np.log10(1 / np.mean((ours - expected) ** 2))
         assert psnr > 35, f"{frame.dtype} to {size}: {psnr:.1f} dB from scikit-image"
     assert np.abs(resize_frame(photo, size) - resize_frame((photo / 255.0).astype(np.float32), size)).max() <= 1 / 255 + 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming beside the model
+
+
+def test_prefetched_gives_the_items_in_order_at_most_depth_ahead():
+    produced = []
+
+    def numbers():
+        for i in range(10):
+            produced.append(i)
+            yield i
+    taken = []
+    with media.prefetched(numbers(), depth=2) as items:
+        for item in items:
+            time.sleep(0.01)  # the producer runs ahead meanwhile, but only so far
+            assert len(produced) <= len(taken) + 1 + 2 + 1  # taken, this one, the queue, one waiting to be put
+            taken.append(item)
+    assert taken == list(range(10))
+
+
+def test_prefetched_raises_the_producers_error_after_the_items_before_it():
+    def failing():
+        yield 1
+        yield 2
+        raise media.VideoReadError("v.mp4: broken at frame 3")
+    taken = []
+    with pytest.raises(media.VideoReadError, match="broken at frame 3"):
+        with media.prefetched(failing()) as items:
+            for item in items:
+                taken.append(item)
+    assert taken == [1, 2]
+
+
+@pytest.mark.parametrize("how", ["break", "error"])
+def test_leaving_a_prefetch_early_stops_its_thread_and_closes_the_generator(how):
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt) if how == "error" else contextlib.nullcontext():
+        with media.prefetched(endless()) as items:
+            for item in items:
+                if item == 3:
+                    if how == "error":
+                        raise KeyboardInterrupt
+                    break
+    assert closed.is_set() and threading.active_count() == before
+
+
+class SlowWriter:
+    def __init__(self, fail_at=None):
+        self.frames, self.fail_at, self.running = [], fail_at, 0
+
+    def write(self, frames):
+        self.running += 1
+        time.sleep(0.02)
+        if self.fail_at is not None and len(self.frames) >= self.fail_at:
+            self.running -= 1
+            raise OSError(28, "No space left on device")
+        self.frames.extend(frames)
+        self.running -= 1
+
+
+def test_background_writer_writes_every_batch_in_order():
+    writer = SlowWriter()
+    with media.BackgroundWriter(writer) as encoder:
+        for i in range(6):
+            encoder.write([i, i])
+    assert writer.frames == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_background_writer_raises_a_writes_error_and_never_leaves_a_write_running():
+    writer = SlowWriter(fail_at=4)
+    with pytest.raises(OSError, match="No space left"):
+        with media.BackgroundWriter(writer) as encoder:
+            for i in range(10):
+                encoder.write([i, i])
+    assert writer.running == 0 and writer.frames[:4] == [0, 0, 1, 1]
+    writer = SlowWriter()
+    with pytest.raises(KeyboardInterrupt):
+        with media.BackgroundWriter(writer) as encoder:
+            encoder.write([0])
+            raise KeyboardInterrupt
+    assert writer.running == 0  # the write in progress ended before the block was left
+
+
+def test_a_streamed_video_equals_the_one_written_in_this_thread(tmp_path):
+    frames = (np.random.default_rng(0).random((9, 32, 48, 3)) * 255).astype(np.uint8)
+    for name, background in (("direct.mp4", False), ("streamed.mp4", True)):
+        with VideoWriter(tmp_path / name, fps=10) as writer:
+            if background:
+                with media.prefetched(iter(frames[i:i + 2] for i in range(0, 9, 2))) as batches, \
+                        media.BackgroundWriter(writer) as encoder:
+                    for batch in batches:
+                        encoder.write(batch)
+            else:
+                writer.write(frames)
+    assert (tmp_path / "direct.mp4").read_bytes() == (tmp_path / "streamed.mp4").read_bytes()
