@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from animate import ANIMATION_MODES, PRECISIONS, make_animation  # noqa: F401 (make_animation: the reference's API)
+from animate import (ANIMATION_MODES, AUTO, AUTO_BAR_DB, PRECISIONS,  # noqa: F401 (make_animation: the reference's API)
+                     make_animation)
 from checkpoint import CheckpointError
 from config import ConfigError
 from errors import Interrupted, one_line, signals_as_interrupts
@@ -75,9 +76,10 @@ def parse_args(argv=None):
                         help="relative mode: scale the driving motion by the size ratio of source and driving")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="driving frames per forward pass (default: 8 on a GPU, 4 on the CPU)")
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
-                        help="fp32 (default), or bf16 / fp16 autocast: bf16 for GPUs and CPUs with AVX-512 BF16 or "
-                             "AMX (region geometry stays float32)")
+    parser.add_argument("--precision", default=AUTO, choices=(AUTO, *PRECISIONS),
+                        help="auto (default: the fastest precision the device computes natively whose first frames "
+                             f"are within {AUTO_BAR_DB:g} dB of float32's, else fp32; fp32 on CPUs without AVX-512 "
+                             "BF16 or AMX), fp32, or bf16 / fp16 autocast (region geometry stays float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads, 1 to 1024 (default: one per core; on a CPU busy with other work, 1 can be "

@@ -39,6 +39,24 @@ def configure(device):
     return device
 
 
+def has_native_bf16():
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports), not by emulation."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def native_precisions(device):
+    """The reduced precisions ``device`` computes natively, fastest first: on CUDA fp16, and bf16 where the GPU has
+    it (from Ampere on); on a CPU bf16 with AVX-512 BF16 or AMX, fp16 with AMX-FP16. Elsewhere both are emulated,
+    more slowly than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return ["fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return []
+    fp16 = torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return ["bf16"] * has_native_bf16() + ["fp16"] * bool(fp16)
+
+
 # mallopt parameters of glibc's malloc.h
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

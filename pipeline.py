@@ -16,8 +16,8 @@ from typing import Optional, Tuple
 import torch
 
 import kernel_choice
-from animate import DEFAULT_FPS, Animator, animate_video, default_batch_size, find_best_frame, frames_to_tensor, \
-    read_frame
+from animate import AUTO, DEFAULT_FPS, Animator, animate_video, choose_precision, default_batch_size, find_best_frame, \
+    frame_batches, frames_to_tensor, read_frame
 from config import check_frame_size, load_config
 from inference import load_networks, missing_avd_error
 from media import (MAX_PIXELS, MediaError, TooManyPixelsError, VideoWriter, check_not_an_input, check_pixels,
@@ -51,7 +51,7 @@ class Request:
     backend: str = "torch"
     adapt_scale: bool = True
     batch_size: Optional[int] = None  # None: default_batch_size of the device
-    precision: str = "fp32"
+    precision: str = "auto"  # fp32, bf16, fp16, or auto: animate.choose_precision
     compile: bool = False
     find_best_frame: bool = False
     best_frame: Optional[int] = None
@@ -212,7 +212,7 @@ def load_animation_networks(request, img_shape, notify=print_note):
         import onnx_backend  # optional: requirements-onnx.txt
         if torch.device(request.device if request.device != "auto" else "cpu").type != "cpu":
             raise InputError(f"--backend onnxruntime runs on the CPU; got --device {request.device}")
-        if request.precision != "fp32":
+        if request.precision not in ("fp32", AUTO):
             notify(f"--backend onnxruntime runs its graphs in float32; --precision {request.precision} applies to "
                    "the torch backend only")
         networks = onnx_backend.load_onnx_checkpoints(request.config, request.checkpoint, img_shape,
@@ -270,13 +270,21 @@ def animate_files(request, notify=print_note):
         note_smaller_result(original, img_shape, notify)
         if request.audio and not info.audio:
             notify(f"{original.driving_video} has no sound track; the result is silent")
+
+        def make_animator(precision, compile=False):
+            if torch_backend and kernel_choice.needs_measuring(generator, img_shape, batch_size, device, precision):
+                notify("timing the convolution kernels on this machine (once for this model, size, batch and "
+                       "precision; about 10 s)")
+            return Animator(source, generator, region_predictor, avd_network, mode=request.mode,
+                            adapt_movement_scale=request.adapt_scale, optimize=torch_backend, precision=precision,
+                            compile=compile, batch_size=batch_size)
         precision = request.precision if torch_backend else "fp32"
-        if torch_backend and kernel_choice.needs_measuring(generator, img_shape, batch_size, device, precision):
-            notify("timing the convolution kernels on this machine (once for this model, size, batch and precision; "
-                   "about 10 s)")
-        animator = Animator(source, generator, region_predictor, avd_network, mode=request.mode,
-                            adapt_movement_scale=request.adapt_scale, optimize=torch_backend,
-                            precision=precision, compile=request.compile and torch_backend, batch_size=batch_size)
+        if precision == AUTO:
+            probe = next(frame_batches(request.driving_video, img_shape, batch_size, device))  # (B, 3, H, W)
+            precision, note = choose_precision(make_animator, probe, device)
+            if note:
+                notify(note)
+        animator = make_animator(precision, compile=request.compile and torch_backend)
         choose_initial_frame(animator, request, img_shape, info.num_frames, batch_size, notify)
         with VideoWriter(request.result_video, info.fps,
                          audio_from=request.driving_video if request.audio else None) as writer:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from config import ConfigError
+from device import has_native_bf16
 from frames_dataset import DatasetRepeater, VideoReadError
 from logger import format_losses
 from sync_batchnorm import convert_model
@@ -188,11 +189,6 @@ def data_error_message(error):
 
 # --------------------------------------------------------------------------------------------------------------
 # Mixed precision
-
-
-def has_native_bf16():
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports), not by emulation."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class MixedPrecision:

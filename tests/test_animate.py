@@ -264,3 +264,56 @@ def test_unknown_precision_is_refused_before_any_work(precision, eval_setup, tmp
         animate(config, build_models(config), parity_paths(parity_dir)[1], tmp_path / "log", dataset, "cpu",
                 precision=precision)
     assert not (tmp_path / "log").exists()
+
+
+class _FixedAnimator:
+    """Stands for an Animator whose frames differ from float32's by ``offset`` (the PSNR is -20 log10 offset)."""
+
+    def __init__(self, offset, calls, precision):
+        self.offset, self.calls, self.precision = offset, calls, precision
+
+    def __call__(self, driving):
+        self.calls.append(self.precision)
+        return {"prediction": torch.full_like(driving, 0.5) + self.offset}
+
+
+@pytest.mark.parametrize("native, offsets, chosen, tried", [
+    ([], {}, "fp32", []),  # most CPUs: no reduced precision of their own, nothing animated
+    (["fp16", "bf16"], {"fp16": 1e-3, "bf16": 1e-4}, "fp16", ["fp32", "fp16"]),  # 60 dB: the first (fastest) passes
+    (["fp16", "bf16"], {"fp16": 0.1, "bf16": 1e-3}, "bf16", ["fp32", "fp16", "bf16"]),  # fp16 at 20 dB fails
+    (["bf16"], {"bf16": 0.1}, "fp32", ["fp32", "bf16"]),  # 20 dB: float32 stays
+])
+def test_auto_precision_takes_the_first_native_precision_close_enough_to_float32(native, offsets, chosen, tried,
+                                                                                  monkeypatch):
+    import animate
+    monkeypatch.setattr(animate, "native_precisions", lambda device: native)
+    calls = []
+    probe = torch.rand(2, 3, 8, 8)
+    precision, note = animate.choose_precision(
+        lambda p: _FixedAnimator({"fp32": 0.0, **offsets}[p], calls, p), probe, "cpu")
+    assert precision == chosen and calls == tried
+    if not native:
+        assert note is None
+    elif chosen == "fp32":
+        assert note == "precision auto: float32; the faster bf16 20.0 dB from float32 on the first 2 frame(s), " \
+                       "under 45 dB"
+    else:
+        assert note.startswith(f"precision auto: {chosen}, 60.0 dB from float32 on the first 2 frame(s)")
+
+
+def test_auto_precision_measures_the_real_networks(parity_dir, parity_models, monkeypatch):
+    """On the parity model, bf16 (emulated on this CPU when it has no native bfloat16) measured against float32:
+    close, not equal; an unreachable bar keeps float32 and says by how much bf16 missed it."""
+    import animate
+    monkeypatch.setattr(animate, "native_precisions", lambda device: ["bf16"])
+    expected = parity_arrays(parity_dir)
+    source = torch.from_numpy(expected["source"])[:1]  # (1, 3, H, W)
+    probe = torch.from_numpy(expected["driving"])[:2]  # (2, 3, H, W)
+
+    def make(precision):
+        return Animator(source, *parity_models, mode="relative", precision=precision)
+    assert animate.choose_precision(make, probe, "cpu", bar_db=35)[0] == "bf16"
+    precision, note = animate.choose_precision(make, probe, "cpu", bar_db=200)
+    assert precision == "fp32" and note.startswith("precision auto: float32; the faster bf16 ")
+    quality = float(note.split("bf16 ")[1].split(" dB")[0])
+    assert 35 < quality < 200

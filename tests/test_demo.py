@@ -377,3 +377,23 @@ def test_a_variable_frame_rate_driving_video_keeps_its_duration(media, capsys, t
     assert code == 0, lines
     result, source = video_info(media["result_video"]), video_info(driving)
     assert result.num_frames / result.fps == pytest.approx(source.duration, abs=1.5 / source.fps)
+
+
+def test_precision_auto_is_the_default_and_float32_where_the_device_has_no_faster_one(media, capsys, tmp_path):
+    import animate
+    if animate.native_precisions("cpu"):
+        pytest.skip("this CPU computes bf16 natively: auto measures it (the next test)")
+    code, lines = run(capsys, media)
+    assert code == 0 and not any(line.startswith("note: precision") for line in lines), lines
+    pinned = tmp_path / "fp32.mp4"
+    assert run(capsys, media, "--precision", "fp32", result_video=pinned)[0] == 0
+    assert np.array_equal(iio.imread(media["result_video"]), iio.imread(pinned))  # the same frames, bit for bit
+
+
+def test_precision_auto_says_what_it_measured_and_chose(media, capsys, monkeypatch):
+    import animate
+    monkeypatch.setattr(animate, "native_precisions", lambda device: ["bf16"])  # as on a CPU with AMX
+    code, lines = run(capsys, media, "--mode", "relative")
+    notes = [line for line in lines if line.startswith("note: precision auto: ")]
+    assert code == 0 and len(notes) == 1, lines
+    assert "dB from float32 on the first 4 frame(s)" in notes[0]

@@ -406,7 +406,7 @@ def test_frame_shape_null_trains_at_the_stored_size(tiny, tmp_path):
 
 @pytest.mark.parametrize("mode", ["none", "bf16", "fp16"])
 def test_mixed_precision_on_the_cpu_is_bf16_where_the_cpu_has_it(mode):
-    from trainer import has_native_bf16
+    from device import has_native_bf16
     mixed = MixedPrecision(mode, CPU)
     assert mixed.enabled == (mode == "bf16" and has_native_bf16())
     conv = torch.nn.Conv2d(3, 4, 3)

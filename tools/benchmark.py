@@ -8,29 +8,40 @@
     python tools/benchmark.py --parts inference --sides fp32,bf16  # no ONNX export
     python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
     python tools/benchmark.py --parts metrics --threads 2       # AKD/MKR of a 100-frame 256x256 clip: seconds
+    python tools/benchmark.py --device cuda --parts inference,model,demo,training --compile  # one GPU, side by side
 
 Parts (``--parts``, comma-separated; default inference,training,loader):
 
-- ``inference``: in one interleaved run, :func:`reference_make_animation`, our emulation of the reference demo
-  loop (batch 1, the generator's encoder run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on
-  the CPU), against ``animate.make_animation`` (batched, source encoded once, optimised generator) in float32, in
-  bf16 (on CPUs with native bfloat16: AVX-512 BF16 or AMX), with its PSNR against the float32 frames, and the ONNX
-  Runtime backend (when installed; exported to a temporary folder), each at the best float32 batch size, all in
-  this process (the allocator set alike for all). Our timed runs reuse the model's optimised copies, as a web
-  page or ``--mode animate`` does from its second video on; what the first video pays on top is reported
-  apart (``model_preparation_seconds``). FLOPs per frame counted by ``torch.utils.flop_counter`` (the
-  multiply-adds of convolutions and matrix products, so Winograd's additions are not counted; the ONNX graphs
-  are counted as the same fast form without Winograd); each side's GFLOP/s as a fraction (``conv_fraction``) of
-  the machine's measured rate of a large 3x3 convolution in its number format (``conv3x3_gflops``,
+- ``inference``: in one interleaved run, :func:`reference_make_animation`, our emulation of the reference demo loop
+  (batch 1, the generator's encoder run on the source for every frame, ``torch.no_grad``, the LAPACK SVD on the
+  CPU), against ``animate.make_animation`` (batched, source encoded once, optimised generator) in float32, in each
+  reduced precision the device computes natively (bf16 and fp16 on CUDA; bf16 on CPUs with AVX-512 BF16 or AMX, fp16
+  with AMX-FP16), with its PSNR against the float32 frames, and the ONNX Runtime backend (when installed, on the
+  CPU; exported to a temporary folder), each at the best float32 batch size, all in this process (the allocator set
+  alike for all). Numpy frames in and out on every side, as the demo has them. Our timed runs reuse the model's
+  optimised copies, as a web page or ``--mode animate`` does from its second video on; what the first video pays on
+  top is reported apart (``model_preparation_seconds``). FLOPs per frame counted by ``torch.utils.flop_counter``
+  (the multiply-adds of convolutions and matrix products, so Winograd's additions are not counted; the ONNX graphs
+  are counted as the same fast form without Winograd); each side's GFLOP/s as a fraction (``conv_fraction``) of the
+  machine's measured rate of a large 3x3 convolution in its number format (``conv3x3_gflops``,
   ``conv3x3_bf16_gflops``, at the same threads; bf16's Winograd convolutions compute in float32, so its fraction
-  understates); ``effective`` GFLOP/s: the reference's
-  FLOPs per frame over our float32 time. ``kernels``: which fast forms ``kernel_choice.choose`` took on this
-  machine for each precision and batch size (channels-last, Winograd, narrow), measured or read from its cache
-  before any timing, with the milliseconds that decided each (also printed to stderr).
+  understates); ``effective`` GFLOP/s: the reference's FLOPs per frame over our float32 time. ``kernels``: which
+  fast forms ``kernel_choice.choose`` took on this machine for each precision and batch size (channels-last,
+  Winograd, narrow), measured or read from its cache before any timing, with the milliseconds that decided each
+  (also printed to stderr).
+- ``model``: the model alone (``Animator``), the driving frames already on the device and the predictions left
+  there, frames/s for each precision and batch size, and with ``--compile`` through ``torch.compile`` too (its
+  compile time apart): the ceiling of any pipeline around it.
+- ``precision``: for each reduced precision the device computes natively, the animation's PSNR against float32
+  and the five convolutions of the generator and of the region predictor that lose most in it (relative error on
+  the same float32 input); on a GPU under cuDNN's benchmark mode on and off, and cuBLAS's reduced-precision
+  reductions allowed and not: whether a loss comes from the kernels picked or from the operations themselves.
 - ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
   channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
   (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
-  process, where the allocator is the same for both. Same weights, inputs and random warp: same losses.
+  process, where the allocator is the same for both. Same weights, inputs and random warp: same losses. On a GPU
+  instead: the step of ``train.py`` in float32 and in each native mixed precision (``--train_batch_size``, 14 by
+  default there: the paper's vox256 batch), its losses against float32's and peak GPU memory.
 - ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
 - ``demo``: the demo end to end in this process (``pipeline.animate_files``: the networks loaded, a
   ``--demo_input_size`` H.264 driving video decoded and resized to ``--size``, animated, encoded) against the model
@@ -41,10 +52,12 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   on a 100-frame 256x256 clip against a copy shifted by 5 pixels, both PNG folders: faces on a pan over
   scikit-image's astronaut, bodies on the real footage of ``../shared/realworld`` (the astronaut where it is absent).
 
-Both sides of a comparison run interleaved (ours, reference, ours, ...), so a machine shared with other work slows
-both alike; each part reports the load average around it. Times are the best of the repeats (the least disturbed
-run), medians alongside. On a CPU shared with other jobs, ``--threads 1`` gives steadier numbers: two threads
-waiting on each other at every layer were up to 5x slower there. Nothing is written but the JSON (stdout, or
+``--device cuda`` runs inference, model, demo and training on the GPU, float32 without TF32 (torch's default for
+products, set for convolutions too) and cuDNN's benchmark mode as the demo sets it; each time ends when the GPU has
+finished. Both sides of a comparison run interleaved (ours, reference, ours, ...), so a machine shared with other
+work slows both alike; each part reports the load average around it. Times are the best of the repeats (the least
+disturbed run), medians alongside. On a CPU shared with other jobs, ``--threads 1`` gives steadier numbers: two
+threads waiting on each other at every layer were up to 5x slower there. Nothing is written but the JSON (stdout, or
 ``--out``).
 """
 import argparse
@@ -69,23 +82,28 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from animate import (Animator, batched, choose_kernels, default_batch_size, forget_prepared,  # noqa: E402
-                     frames_to_tensor, get_animation_region_params, make_animation)
+from animate import (PRECISIONS, Animator, batched, choose_kernels, default_batch_size,  # noqa: E402
+                     forget_prepared, frames_to_tensor, get_animation_region_params, make_animation)
 from checkpoint import save_checkpoint  # noqa: E402
 from config import load_config  # noqa: E402
-from device import keep_freed_memory  # noqa: E402
+from device import configure, has_native_bf16, keep_freed_memory, native_precisions, pick_device  # noqa: E402,E501
 from frames_dataset import FramesDataset  # noqa: E402
 from inference import load_networks  # noqa: E402
 from losses import RandomTransform, Vgg19  # noqa: E402
 from media import VideoWriter  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from modules.optimize import optimize_for_training  # noqa: E402
+from modules.optimize import optimize_for_training, wants_channels_last  # noqa: E402
 from modules.winograd import WinogradConv2d  # noqa: E402
 from train import NETWORKS, ReconstructionModel  # noqa: E402
-from trainer import adam  # noqa: E402
+from trainer import MixedPrecision, adam  # noqa: E402
 
-PARTS = ("inference", "training", "loader", "memory", "demo", "metrics")
-SIDES = ("fp32", "bf16", "onnxruntime")
+PARTS = ("inference", "model", "precision", "training", "loader", "memory", "demo", "metrics")
+SIDES = ("fp32", "bf16", "fp16", "onnxruntime")
+REDUCED = ("bf16", "fp16")  # the reduced precisions, run where the device computes them natively
+DEVICE_DEFAULTS = {  # what --batch_sizes, --sides and --train_batch_size mean when not given
+    "cpu": {"batch_sizes": [1, 2, 4], "sides": "fp32,bf16,onnxruntime", "train_batch_size": 2},
+    "cuda": {"batch_sizes": [1, 8, 32], "sides": "fp32,bf16,fp16", "train_batch_size": 14},  # the paper's vox batch
+}
 QUICK = {"config": "config/puppets64.yaml", "size": 64, "frames": 3, "repeats": 1, "batch_sizes": "1,2",
          "demo_frames": 6, "demo_input_size": 96, "metrics_frames": 10,
          "memory_frames": "10,40", "memory_size": 64, "threads": 1}
@@ -115,17 +133,38 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def reset_peak_device_memory(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_device_memory_mb(device):
+    """Peak memory torch allocated on a GPU since the last reset, in MB; None on the CPU (see ``peak_rss_mb``)."""
+    if torch.device(device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+
+
 def load_average():
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def interleaved(runs, repeats):
-    """Time each callable of ``runs`` (name -> fn) ``repeats`` times, round-robin; name -> list of seconds."""
+def synchronize(device):
+    """Wait for the device's queued work (a GPU runs ahead of the host), so that a time covers it all."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(runs, repeats, device="cpu"):
+    """Time each callable of ``runs`` (name -> fn) ``repeats`` times, round-robin; name -> list of seconds.
+    On a GPU each time ends when the device has finished the run's work."""
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            synchronize(device)
             start = time.perf_counter()
             run()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -141,34 +180,42 @@ def count_flops(run):
     return counter.get_total_flops()
 
 
-def matmul_gflops(n=2048, repeats=5):
-    """The machine's float32 matrix-product rate: best of ``repeats`` n x n products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = min(interleaved({"mm": lambda: a @ b}, repeats + 1)["mm"][1:])
+def matmul_gflops(n=2048, repeats=5, device="cpu"):
+    """The device's float32 matrix-product rate: best of ``repeats`` n x n products."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = min(interleaved({"mm": lambda: a @ b}, repeats + 1, device)["mm"][1:])
     return 2 * n ** 3 / seconds / 1e9
 
 
-def conv_gflops(channels=256, size=64, batch=4, dtype=torch.float32, repeats=5):
-    """The rate of a large channels-last 3x3 convolution like the generator's bottleneck (oneDNN's direct kernel),
-    in ``dtype``: what the machine's convolutions can do, the yardstick of each side's GFLOP/s."""
-    x = torch.randn(batch, channels, size, size, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(channels, channels, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+def conv_gflops(channels=256, size=64, batch=4, dtype=torch.float32, repeats=5, device="cpu"):
+    """The rate of a large channels-last 3x3 convolution like the generator's bottleneck (oneDNN's direct kernel on
+    the CPU, cuDNN's on a GPU), in ``dtype``: what the device's convolutions can do, the yardstick of each side's
+    GFLOP/s."""
+    x = torch.randn(batch, channels, size, size, dtype=dtype, device=device).contiguous(
+        memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        seconds = min(interleaved({"conv": lambda: F.conv2d(x, w, padding=1)}, repeats + 1)["conv"][1:])
+        seconds = min(interleaved({"conv": lambda: F.conv2d(x, w, padding=1)}, repeats + 1, device)["conv"][1:])
     return 2 * batch * channels * channels * 9 * size * size / seconds / 1e9
 
 
-def has_fast_bf16():
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX), not by emulation."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def machine(threads):
-    rates = {"matmul_gflops": round(matmul_gflops(), 1), "conv3x3_gflops": round(conv_gflops(), 1)}
-    if has_fast_bf16():
-        rates["conv3x3_bf16_gflops"] = round(conv_gflops(dtype=torch.bfloat16), 1)
-    return {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
-            "processor": cpu_name(), "fast_bf16": has_fast_bf16(), "load_average": load_average(), **rates}
+def machine(threads, device="cpu"):
+    """The machine: CPU, threads, torch; the device's matrix-product and 3x3 convolution rates in each precision
+    it computes natively; the GPU's name, capability and memory when ``device`` is one."""
+    rates = {"matmul_gflops": round(matmul_gflops(device=device), 1),
+             "conv3x3_gflops": round(conv_gflops(device=device), 1)}
+    for precision in native_precisions(device):
+        rates[f"conv3x3_{precision}_gflops"] = round(conv_gflops(dtype=PRECISIONS[precision], device=device), 1)
+    description = {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+                   "python": platform.python_version(), "processor": cpu_name(), "fast_bf16": has_native_bf16(),
+                   "device": str(device), "load_average": load_average(), **rates}
+    if torch.device(device).type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        description.update(gpu=properties.name, capability=f"{properties.major}.{properties.minor}",
+                           gpu_memory_gb=round(properties.total_memory / 2 ** 30, 1), cuda=torch.version.cuda,
+                           tf32=torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32,
+                           cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return description
 
 
 def cpu_name():
@@ -186,13 +233,13 @@ def cpu_name():
 # Models and inputs
 
 
-def animation_models(config_path, checkpoint, seed=0):
-    """(generator, region_predictor, avd_network) in eval mode on the CPU: from ``checkpoint``, else random."""
+def animation_models(config_path, checkpoint, seed=0, device="cpu"):
+    """(generator, region_predictor, avd_network) in eval mode on ``device``: from ``checkpoint``, else random."""
     if checkpoint:
-        return tuple(load_networks(config_path, checkpoint, "cpu").values())
+        return tuple(load_networks(config_path, checkpoint, device).values())
     torch.manual_seed(seed)
     models = build_models(load_config(config_path))
-    return tuple(models[name].eval() for name in ("generator", "region_predictor", "avd_network"))
+    return tuple(models[name].eval().to(device) for name in ("generator", "region_predictor", "avd_network"))
 
 
 def random_frames(num_frames, size, seed=0):
@@ -208,20 +255,22 @@ def random_frames(num_frames, size, seed=0):
 
 
 def reference_make_animation(source_image, driving_video, generator, region_predictor, avd_network,
-                             animation_mode="relative"):
+                             animation_mode="relative", device="cpu"):
     """The reference demo's animation loop, emulated with our modules as they are built (plain, NCHW).
 
     Frame by frame at batch 1 under ``torch.no_grad``; the generator encodes the source again for every
-    frame; relative mode's hull areas are recomputed for every frame; the whole driving video is one tensor.
+    frame; relative mode's hull areas are recomputed for every frame; the whole driving video is one tensor on
+    the host, each frame copied to ``device`` as it is animated, each prediction copied back.
     """
     with torch.no_grad():
         predictions = []
         source = torch.tensor(source_image[np.newaxis].astype(np.float32)).permute(0, 3, 1, 2)  # (1, 3, H, W)
+        source = source.to(device)
         driving = torch.tensor(np.array(driving_video)[np.newaxis].astype(np.float32)).permute(0, 4, 1, 2, 3)
         source_region_params = region_predictor(source)
-        driving_region_params_initial = region_predictor(driving[:, :, 0])
+        driving_region_params_initial = region_predictor(driving[:, :, 0].to(device))
         for frame_idx in range(driving.shape[2]):
-            driving_frame = driving[:, :, frame_idx]  # (1, 3, H, W)
+            driving_frame = driving[:, :, frame_idx].to(device)  # (1, 3, H, W)
             driving_region_params = region_predictor(driving_frame)
             new_region_params = get_animation_region_params(source_region_params, driving_region_params,
                                                             driving_region_params_initial, mode=animation_mode,
@@ -249,11 +298,11 @@ def per_frame_flops(animate, frames):
     return two - one, 2 * one - two
 
 
-def best_batch_size(ours, frames, batch_sizes, rounds=2):
+def best_batch_size(ours, frames, batch_sizes, device="cpu", rounds=2):
     """Seconds per frame of ``ours`` at each batch size (the best of ``rounds`` interleaved runs after a warm-up;
     a single run picked a slower size when the machine was briefly busy) and the fastest size."""
     ours(frames[:2], batch_sizes[0])  # warm-up: first calls allocate and pick kernels
-    times = interleaved({b: lambda b=b: ours(frames, b) for b in batch_sizes}, rounds)
+    times = interleaved({b: lambda b=b: ours(frames, b) for b in batch_sizes}, rounds, device)
     by_batch = {b: min(seconds) / len(frames) for b, seconds in times.items()}
     return by_batch, min(by_batch, key=by_batch.get)
 
@@ -288,7 +337,7 @@ def animate_with(networks, source, video, mode, batch_size):
     return predictions
 
 
-def model_preparation_seconds(animate, repeats=3):
+def model_preparation_seconds(animate, device="cpu", repeats=3):
     """What the first video of a model costs on top of the next ones: ``animate`` with the optimised copies
     made afresh (folded norms, Winograd kernels) against with them kept (``animate.prepared_for_inference``),
     best of ``repeats`` each. The timed runs reuse the copies, as a web page or a batch run does."""
@@ -296,9 +345,7 @@ def model_preparation_seconds(animate, repeats=3):
     for _ in range(repeats):
         forget_prepared()
         for times in (fresh, kept):
-            start = time.perf_counter()
-            animate()
-            times.append(time.perf_counter() - start)
+            times.append(interleaved({"animate": animate}, 1, device)["animate"][0])
     return round(min(fresh) - min(kept), 3)
 
 
@@ -312,11 +359,11 @@ def side_summary(seconds, frames, flops, reference_best, conv_rate):
             "gflops_per_second": round(gflops, 1), "conv_fraction": round(gflops / conv_rate, 3)}
 
 
-def kernel_choices(models, source, precisions, batch_sizes):
+def kernel_choices(models, source, precisions, batch_sizes, device="cpu"):
     """What ``kernel_choice.choose`` picks for each precision and batch size, why, and the seconds it took
     (measuring on a first run, reading ``kernels.json`` after); each choice is printed to stderr too."""
     generator, region_predictor, _ = models
-    image = frames_to_tensor([source], "cpu")  # (1, 3, H, W)
+    image = frames_to_tensor([source], device)  # (1, 3, H, W)
     chosen = {}
     for precision in precisions:
         for batch_size in batch_sizes:
@@ -331,10 +378,23 @@ def kernel_choices(models, source, precisions, batch_sizes):
     return chosen
 
 
+def reduced_sides(args):
+    """The reduced precisions asked for (``--sides``) that the device computes natively, and a note for each of the
+    others."""
+    native = native_precisions(args.device)
+    needs = {"cuda": {"bf16": " (from Ampere on)"}, "cpu": {"bf16": " (AVX-512 BF16 or AMX)", "fp16": " (AMX-FP16)"}}
+    kind = torch.device(args.device).type
+    run = [p for p in REDUCED if p in args.sides and p in native]
+    notes = [f"{p} left out: this {'GPU' if kind == 'cuda' else 'CPU'} does not compute it natively"
+             f"{needs[kind].get(p, '')}" for p in REDUCED if p in args.sides and p not in native]
+    return run, notes
+
+
 def inference_benchmark(args, machine_rates):
-    """The reference loop, ours in float32, ours in bf16 (on CPUs that run it natively) and ONNX Runtime (when
-    installed), timed interleaved on the same frames (see the module docstring)."""
-    models = animation_models(args.config, args.checkpoint, args.seed)
+    """The reference loop, ours in float32, in each reduced precision the device computes natively and ONNX
+    Runtime (when installed, on the CPU), timed interleaved on the same frames (see the module docstring)."""
+    device = args.device
+    models = animation_models(args.config, args.checkpoint, args.seed, device)
     generator, region_predictor, avd_network = models
     avd = avd_network if args.mode == "avd" else None
     frames = list(random_frames(args.frames + 1, args.size, args.seed))
@@ -345,27 +405,31 @@ def inference_benchmark(args, machine_rates):
                               batch_size=batch_size, precision=precision)
 
     def reference(video):
-        return reference_make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode)
+        return reference_make_animation(source, video, generator, region_predictor, avd, animation_mode=args.mode,
+                                        device=device)
 
     load_before = load_average()
     reset_peak_rss()
-    precisions = ["fp32"] + (["bf16"] if "bf16" in args.sides and has_fast_bf16() else [])
-    kernels = kernel_choices(models, source, precisions, args.batch_sizes)  # measured (or cached) before timing
-    by_batch, batch_size = best_batch_size(ours, driving, args.batch_sizes)
+    reset_peak_device_memory(device)
+    reduced, notes = reduced_sides(args)
+    kernels = kernel_choices(models, source, ["fp32", *reduced], args.batch_sizes, device)  # before any timing
+    by_batch, batch_size = best_batch_size(ours, driving, args.batch_sizes, device)
     fp32 = ours(driving, batch_size)
-    preparation = model_preparation_seconds(lambda: ours(driving[:batch_size], batch_size))
+    preparation = model_preparation_seconds(lambda: ours(driving[:batch_size], batch_size), device)
     difference = float(np.abs(np.stack(fp32[:2]) - np.stack(reference(driving[:2]))).max())
     runs = {"fp32": lambda: ours(driving, batch_size), "reference": lambda: reference(driving)}
     flops = {"fp32": per_frame_flops(lambda v: ours(v, 1), driving)[0]}
-    result = {"mode": args.mode, "frames": len(driving), "repeats": args.repeats, "notes": [], "kernels": kernels}
-    if "bf16" in args.sides and has_fast_bf16():
-        runs["bf16"] = lambda: ours(driving, batch_size, "bf16")
-        flops["bf16"] = per_frame_flops(lambda v: ours(v, 1, "bf16"), driving)[0]
-        result["bf16_psnr_db"] = round(psnr_db(ours(driving, batch_size, "bf16"), fp32), 2)
-    elif "bf16" in args.sides:
-        result["notes"].append("bf16 left out: this CPU has no native bfloat16 (AVX-512 BF16 or AMX)")
+    result = {"mode": args.mode, "device": str(device), "frames": len(driving), "repeats": args.repeats,
+              "notes": notes, "kernels": kernels}
+    for precision in reduced:
+        runs[precision] = lambda precision=precision: ours(driving, batch_size, precision)
+        flops[precision] = per_frame_flops(lambda v, precision=precision: ours(v, 1, precision), driving)[0]
+        result[f"{precision}_psnr_db"] = round(psnr_db(runs[precision](), fp32), 2)
     with tempfile.TemporaryDirectory() as folder:
-        onnx, why_not = onnx_networks(args, models, folder) if "onnxruntime" in args.sides else (None, None)
+        onnx, why_not = None, None
+        if "onnxruntime" in args.sides:
+            onnx, why_not = onnx_networks(args, models, folder) if torch.device(device).type == "cpu" else (
+                None, f"our ONNX Runtime backend runs on the CPU, not on --device {device}")
         if onnx is not None:
             runs["onnxruntime"] = lambda: animate_with(onnx, source, driving, args.mode, batch_size)
             with direct_convolutions():  # the graphs hold the fast form's plain convolutions, no Winograd
@@ -375,11 +439,11 @@ def inference_benchmark(args, machine_rates):
         elif why_not:
             result["notes"].append(f"onnxruntime left out: {why_not}")
         runs["fp32"]()  # every side warm before timing
-        times = interleaved(runs, args.repeats)
+        times = interleaved(runs, args.repeats, device)
     ref_best, ref_median = summary(times["reference"], len(driving))
     ref_flops, ref_setup_flops = per_frame_flops(reference, driving)
-    rates = {"fp32": machine_rates["conv3x3_gflops"], "reference": machine_rates["conv3x3_gflops"],
-             "bf16": machine_rates.get("conv3x3_bf16_gflops"), "onnxruntime": machine_rates["conv3x3_gflops"]}
+    rates = {name: machine_rates["conv3x3_gflops"] for name in ("fp32", "reference", "onnxruntime")}
+    rates.update({p: machine_rates[f"conv3x3_{p}_gflops"] for p in reduced})
     flops["reference"] = ref_flops
     sides = {name: side_summary(seconds, len(driving), flops[name], ref_best, rates[name])
              for name, seconds in times.items()}
@@ -401,6 +465,132 @@ def inference_benchmark(args, machine_rates):
         "max_abs_difference": difference, "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_average": [load_before, load_average()],
     })
+    if torch.device(device).type == "cuda":
+        result["peak_gpu_memory_mb"] = peak_device_memory_mb(device)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model alone, frames kept on the device
+
+
+def model_benchmark(args):
+    """Frames per second of the model alone (``Animator``: region predictor, animation, generator), the driving
+    frames already on the device as tensors and the predictions left there: the ceiling of any pipeline around it.
+    For each precision the device computes natively, at each batch size, eager and (``--compile``) compiled."""
+    device = args.device
+    generator, region_predictor, avd_network = animation_models(args.config, args.checkpoint, args.seed, device)
+    frames = frames_to_tensor(random_frames(max(args.batch_sizes) + 1, args.size, args.seed), device)  # (T, 3, H, W)
+    source, driving = frames[:1], frames[1:]
+    reduced, notes = reduced_sides(args)
+    load_before = load_average()
+    result = {"mode": args.mode, "device": str(device), "notes": notes, "frames_per_second": {}}
+    for precision in ["fp32", *reduced]:
+        for compiled in (False, True) if args.compile else (False,):
+            for batch_size in args.batch_sizes:
+                start = time.perf_counter()
+                animator = Animator(source, generator, region_predictor, avd_network if args.mode == "avd" else None,
+                                    mode=args.mode, precision=precision, compile=compiled, batch_size=batch_size)
+                batch = driving[:batch_size]
+                animator(batch)  # the initial frame set, kernels chosen; compiled here when compiling
+                synchronize(device)
+                warm_up = time.perf_counter() - start
+                seconds = min(interleaved({"model": lambda: animator(batch)}, args.repeats + 1, device)["model"][1:])
+                key = f"{precision}{' compiled' if compiled else ''}"
+                result["frames_per_second"].setdefault(key, {})[str(batch_size)] = round(batch_size / seconds, 1)
+                if compiled:
+                    result.setdefault("compile_seconds", {}).setdefault(precision, {})[str(batch_size)] = \
+                        round(warm_up, 1)
+    result["load_average"] = [load_before, load_average()]
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Precision: where the reduced precisions lose quality
+
+
+def layer_errors(network, run, device_type, precision, top=5):
+    """Each convolution of ``network`` in ``precision`` against float32 on the same float32 input, as the kernels
+    the device picks compute it: the ``top`` largest relative errors (||low - fp32|| / ||fp32||), by module name."""
+    captured = {}
+    convolutions = {name: m for name, m in network.named_modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                                      torch.nn.ConvTranspose2d))}
+
+    def keep(name):
+        def hook(module, inputs, output):  # the first call's input and output; returns None: output unchanged
+            captured.setdefault(name, (inputs[0].detach().float(), output.detach().float()))
+        return hook
+    hooks = [m.register_forward_hook(keep(name)) for name, m in convolutions.items()]
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    errors = {}
+    with torch.inference_mode(), torch.autocast(device_type, dtype=PRECISIONS[precision]):
+        for name, (inputs, output) in captured.items():
+            low = convolutions[name](inputs).float()
+            errors[name] = float(f"{float((low - output).norm() / output.norm().clamp_min(1e-30)):.3g}")
+    return dict(sorted(errors.items(), key=lambda item: -item[1])[:top])
+
+
+@contextlib.contextmanager
+def gpu_settings(cudnn_benchmark, reduced_reductions):
+    """cuDNN's benchmark mode and cuBLAS's reduced-precision reductions in half precisions, set for a while."""
+    matmul = torch.backends.cuda.matmul
+    saved = (torch.backends.cudnn.benchmark, matmul.allow_bf16_reduced_precision_reduction,
+             matmul.allow_fp16_reduced_precision_reduction)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    matmul.allow_bf16_reduced_precision_reduction = matmul.allow_fp16_reduced_precision_reduction = reduced_reductions
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.benchmark, matmul.allow_bf16_reduced_precision_reduction,
+         matmul.allow_fp16_reduced_precision_reduction) = saved
+
+
+def precision_benchmark(args):
+    """For each reduced precision the device computes natively: the PSNR of the animation against float32, and
+    the convolutions that lose most (:func:`layer_errors`), in the generator and the region predictor; on a GPU
+    under each of cuDNN's benchmark mode on / off and cuBLAS's reduced-precision reductions allowed / not, so that
+    a loss can be traced to the kernels the device picks rather than to which operations run in low precision."""
+    device = args.device
+    generator, region_predictor, avd_network = animation_models(args.config, args.checkpoint, args.seed, device)
+    avd = avd_network if args.mode == "avd" else None
+    frames = list(random_frames(args.frames + 1, args.size, args.seed))
+    source, driving = frames[0], frames[1:]
+    batch_size = max(args.batch_sizes)
+
+    def animation(precision):
+        return make_animation(source, driving, generator, region_predictor, avd, animation_mode=args.mode,
+                              batch_size=batch_size, precision=precision)
+
+    image = frames_to_tensor(frames[:2], device)  # (2, 3, H, W): the source and a driving frame
+
+    def plain_generator():  # the plain modules, each convolution as torch runs it, at float32
+        params = region_predictor(image)
+        generator(image[:1].expand_as(image), {k: v[:1].expand_as(v) for k, v in params.items()}, params)
+
+    reduced, notes = reduced_sides(args)
+    cuda = torch.device(device).type == "cuda"
+    settings = [(True, True), (False, True), (True, False), (False, False)] if cuda else [(None, None)]
+    result = {"device": str(device), "mode": args.mode, "frames": len(driving), "batch_size": batch_size,
+              "notes": notes, "by_precision": {}}
+    load_before = load_average()
+    for precision in reduced:
+        for cudnn_benchmark, reduced_reductions in settings:
+            with gpu_settings(cudnn_benchmark, reduced_reductions) if cuda else contextlib.nullcontext():
+                fp32 = animation("fp32")
+                entry = {"psnr_db": round(psnr_db(animation(precision), fp32), 2),
+                         "worst_convolutions": {
+                             "generator": layer_errors(generator, plain_generator, device.type, precision),
+                             "region_predictor": layer_errors(region_predictor, lambda: region_predictor(image),
+                                                              device.type, precision)}}
+            key = "as set" if not cuda else (f"cudnn_benchmark={'on' if cudnn_benchmark else 'off'}, "
+                                             f"reduced_precision_reductions={'on' if reduced_reductions else 'off'}")
+            result["by_precision"].setdefault(precision, {})[key] = entry
+    result["load_average"] = [load_before, load_average()]
     return result
 
 
@@ -411,36 +601,42 @@ def inference_benchmark(args, machine_rates):
 class TrainingSide:
     """One side of the training comparison, built from the seed alone (so that two processes build the same):
     the first stage's networks and Adam, plain or as ``train.py`` makes them (``optimize_for_training``,
-    channels-last inputs, fused Adam), random VGG-19 weights (the same work as ImageNet's, no download)."""
+    channels-last inputs where ``train.py`` takes them, fused Adam, ``mixed`` precision: 'none', 'bf16' or 'fp16'),
+    on ``device``, with random VGG-19 weights (the same work as ImageNet's, no download)."""
 
-    def __init__(self, args, optimized):
+    def __init__(self, args, optimized, device="cpu", mixed="none"):
         config = load_config(args.config)
+        device = torch.device(device)
         torch.manual_seed(args.seed)
         networks = {name: model for name, model in build_models(config).items() if name in NETWORKS}
         self.model = ReconstructionModel(**networks, vgg=Vgg19("random"), train_params=config["train_params"],
-                                         model_params=config["model_params"])
+                                         model_params=config["model_params"]).to(device)
         parameters = [p for network in networks.values() for p in network.parameters()]
         lr = config["train_params"]["lr"]
         frames = torch.from_numpy(random_frames(2 * args.train_batch_size, args.size, args.seed))
-        frames = frames.permute(0, 3, 1, 2)  # (2B, 3, H, W)
+        frames = frames.permute(0, 3, 1, 2).to(device)  # (2B, 3, H, W)
+        self.mixed = MixedPrecision(mixed, device)
         if optimized:
-            optimize_for_training(self.model, channels_last=True)
-            self.optimizer = adam(parameters, lr, torch.device("cpu"))
-            frames = frames.contiguous(memory_format=torch.channels_last)
+            channels_last = wants_channels_last(device, mixed if self.mixed.enabled else "fp32")  # as train.py
+            optimize_for_training(self.model, channels_last=channels_last)
+            self.optimizer = adam(parameters, lr, device)
+            if channels_last:
+                frames = frames.contiguous(memory_format=torch.channels_last)
         else:
             self.optimizer = torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999))
         self.source, self.driving = frames.split(args.train_batch_size)  # (B, 3, H, W) each
-        self.transform_params, self.seed = config["train_params"]["transform_params"], args.seed
+        self.transform_params, self.seed, self.device = config["train_params"]["transform_params"], args.seed, device
 
     def step(self):
         """One step (forward, losses, backward, Adam), the random warp drawn from the seed: (seconds, losses)."""
+        synchronize(self.device)
         start = time.perf_counter()
         torch.manual_seed(self.seed)
-        transform = RandomTransform(self.source.shape[0], **self.transform_params)
-        losses, _ = self.model(self.source, self.driving, transform)
-        self.optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        self.optimizer.step()
+        transform = RandomTransform(self.source.shape[0], **self.transform_params, device=self.device)
+        with self.mixed.autocast():
+            losses, _ = self.model(self.source, self.driving, transform)
+        self.mixed.backward_and_step(sum(losses.values()), self.optimizer)
+        synchronize(self.device)
         return time.perf_counter() - start, {name: value.item() for name, value in losses.items()}
 
 
@@ -504,9 +700,37 @@ def speedups(results):
             "speedup": round(plain_best / best, 3), "speedup_median": round(plain_median / median, 3)}
 
 
+def device_training_benchmark(args):
+    """On a GPU: the step of ``train.py`` in float32 (TF32 off) and in each mixed precision the GPU computes
+    natively, in this process, the same weights, frames and warp: seconds per step (the first, a warm-up, left
+    out), the losses of the first step and their largest relative difference from float32's, peak GPU memory."""
+    device = args.device
+    load_before = load_average()
+    result = {"device": str(device), "batch_size": args.train_batch_size, "repeats": args.repeats,
+              "vgg_weights": "random", "by_precision": {}}
+    for mixed in ["none", *native_precisions(device)]:
+        reset_peak_device_memory(device)
+        side = TrainingSide(args, True, device, mixed)
+        steps = [side.step() for _ in range(args.repeats + 1)]
+        best, median = summary([seconds for seconds, _ in steps[1:]])
+        result["by_precision"][mixed] = {
+            "seconds_per_step": round(best, 4), "seconds_per_step_median": round(median, 4), "losses": steps[0][1],
+            "peak_gpu_memory_mb": peak_device_memory_mb(device)}
+        del side
+    plain = result["by_precision"]["none"]["losses"]
+    for mixed, side in result["by_precision"].items():
+        side["loss_max_relative_difference"] = max(abs(side["losses"][k] - v) / max(abs(v), 1e-12)
+                                                   for k, v in plain.items())
+    result["load_average"] = [load_before, load_average()]
+    return result
+
+
 def training_benchmark(args):
     """The step of ``train.py`` against a straightforward one, in two processes (the straightforward one with
-    glibc's defaults), then both in this process (the allocator set alike for both: the code's share alone)."""
+    glibc's defaults), then both in this process (the allocator set alike for both: the code's share alone).
+    On a GPU, :func:`device_training_benchmark`."""
+    if torch.device(args.device).type == "cuda":
+        return device_training_benchmark(args)
     load_before = load_average()
     results, peaks = steps_in_processes(args, args.repeats + 1)
     same_process = steps_in_this_process(args, args.repeats + 1)
@@ -644,20 +868,22 @@ def demo_benchmark(args):
     from pipeline import Request, animate_files
     load_before = load_average()
     img_shape = (args.size, args.size)
-    precisions = ["fp32"] + (["bf16"] if "bf16" in args.sides and has_fast_bf16() else [])
-    batch_size = default_batch_size("cpu")
+    device = args.device
+    reduced, notes = reduced_sides(args)
+    precisions = ["fp32", *reduced]
+    batch_size = default_batch_size(device)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, source, videos = write_demo_inputs(folder, args.config, args.demo_input_size,
                                                        [args.demo_frames], args.seed)
         checkpoint = args.checkpoint or checkpoint
         driving = videos[args.demo_frames]
-        models = animation_models(args.config, checkpoint)
+        models = animation_models(args.config, checkpoint, device=device)
         source_frame, frames = read_image(source, img_shape), list(read_video(driving, img_shape))
 
         def end_to_end(precision):
             return lambda: animate_files(Request(
                 args.config, str(checkpoint), str(source), str(driving), str(Path(folder) / "result.mp4"),
-                mode=args.mode, img_shape=img_shape, device="cpu", batch_size=batch_size, precision=precision,
+                mode=args.mode, img_shape=img_shape, device=str(device), batch_size=batch_size, precision=precision,
                 progress=False),
                 notify=lambda message: None)
 
@@ -669,10 +895,10 @@ def demo_benchmark(args):
             runs[f"demo_{precision}"], runs[f"model_{precision}"] = end_to_end(precision), model_alone(precision)
         for run in runs.values():  # warm: kernels chosen, weights prepared, as a second video finds them
             run()
-        times = interleaved(runs, args.repeats)
+        times = interleaved(runs, args.repeats, device)
     result = {"driving": f"{args.demo_frames} frames of {args.demo_input_size}x{args.demo_input_size} H.264, "
                          f"animated at {args.size}x{args.size}, batch {batch_size}, {args.mode} mode",
-              "load_average": [load_before, load_average()]}
+              "device": str(device), "notes": notes, "load_average": [load_before, load_average()]}
     for precision in precisions:
         demo, model = (min(times[f"{side}_{precision}"]) for side in ("demo", "model"))
         result[precision] = {"demo_frames_per_second": round(args.demo_frames / demo, 2),
@@ -747,13 +973,20 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", help="weights to load (default: random weights from --seed)")
     parser.add_argument("--parts", default="inference,training,loader", help=f"any of {','.join(PARTS)}")
     parser.add_argument("--mode", default="relative", choices=("standard", "relative", "avd"))
-    parser.add_argument("--sides", default="fp32,bf16,onnxruntime",
-                        help="inference: ours in which forms besides the reference loop (default: %(default)s; bf16 "
-                             "only on CPUs with native bfloat16, onnxruntime only when it is installed)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda, cuda:N or auto: where inference, the model, precision, the demo "
+                             "and training run (the loader, memory and metrics parts run on the CPU)")
+    parser.add_argument("--sides", default=None,
+                        help="inference: ours in which forms besides the reference loop (default: fp32,bf16,"
+                             "onnxruntime on the CPU, fp32,bf16,fp16 on CUDA; bf16 and fp16 only where the device "
+                             "computes them natively, onnxruntime only when it is installed, on the CPU)")
+    parser.add_argument("--compile", action="store_true", help="model part: time torch.compile's graphs too")
     parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
-    parser.add_argument("--batch_sizes", type=int_list, default=[1, 2, 4], help="searched for the fastest (1,2,4)")
-    parser.add_argument("--train_batch_size", type=int, default=2, help="training batch (default: %(default)s)")
+    parser.add_argument("--batch_sizes", type=int_list, default=None,
+                        help="searched for the fastest (default: 1,2,4 on the CPU, 1,8,32 on CUDA)")
+    parser.add_argument("--train_batch_size", type=int, default=None,
+                        help="training batch (default: 2 on the CPU, 14 on CUDA: the paper's vox256 batch)")
     parser.add_argument("--workers", type=int_list, default=[0, 1, 2], help="loader workers to try (0,1,2)")
     parser.add_argument("--loader_batches", type=int, default=8, help="batches timed per worker count")
     parser.add_argument("--demo_frames", type=int, default=48, help="driving frames of the demo part (48)")
@@ -775,6 +1008,13 @@ def parse_args(argv=None):
             setattr(args, key, int_list(value) if isinstance(value, str) and "," in value else value)
         args.workers, args.loader_batches = [0], 2
     args.config, args.memory_config = repository_path(args.config), repository_path(args.memory_config)
+    try:
+        args.device = pick_device(args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
+    for key, value in DEVICE_DEFAULTS[args.device.type].items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
     args.parts = [p for p in args.parts.split(",") if p]
     args.sides = [s for s in args.sides.split(",") if s]
     if set(args.sides) - set(SIDES) or "fp32" not in args.sides:
@@ -798,10 +1038,17 @@ def run(args):
 def run_parts(args):
     args.allocator = "default" if args.default_allocator else "glibc keeps freed memory" if keep_freed_memory() \
         else "default (not glibc)"
+    if args.device.type == "cuda":  # float32 is float32: no TF32 in convolutions or products (torch's choice too)
+        configure(args.device)  # cuDNN benchmark mode, as the demo sets it
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     results = {"config": os.path.relpath(args.config, ROOT), "size": args.size, "checkpoint": args.checkpoint,
-               "machine": dict(machine(torch.get_num_threads()), allocator=args.allocator)}
+               "machine": dict(machine(torch.get_num_threads(), args.device), allocator=args.allocator)}
     if "inference" in args.parts:
         results["inference"] = inference_benchmark(args, results["machine"])
+    if "model" in args.parts:
+        results["model"] = model_benchmark(args)
+    if "precision" in args.parts:
+        results["precision"] = precision_benchmark(args)
     if "training" in args.parts:
         results["training"] = training_benchmark(args)
     if "loader" in args.parts:
@@ -818,7 +1065,7 @@ def run_parts(args):
 def main(argv=None):
     args = parse_args(argv)
     results = run(args)
-    text = json.dumps(results, indent=2)
+    text = json.dumps(results, indent=2, default=str)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
