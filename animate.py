@@ -109,9 +109,10 @@ def check_precision(precision):
 
 
 def psnr_db(images, reference):
-    """PSNR in dB of images against reference images (tensors in [0, 1]) over all their pixels; inf when equal."""
+    """PSNR in dB of images against reference images (tensors in [0, 1]) over all their pixels; inf when equal,
+    NaN when either holds a non-finite value (which no bar passes)."""
     mse = float((images.double() - reference.double()).pow(2).mean())
-    return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+    return 10 * np.log10(1 / mse) if mse > 0 else float("inf") if mse == 0 else float("nan")
 
 
 def choose_precision(make_animator, probe, device, bar_db=AUTO_BAR_DB):
@@ -131,13 +132,13 @@ def choose_precision(make_animator, probe, device, bar_db=AUTO_BAR_DB):
     measured = []
     for candidate in candidates:
         quality = psnr_db(make_animator(candidate)(probe)["prediction"], reference)
-        measured.append(f"{candidate} {quality:.1f} dB")
+        measured.append(f"{candidate} {quality:.1f} dB" if quality == quality else f"{candidate} non-finite frames")
         if quality >= bar_db:
             return candidate, (f"precision auto: {candidate}, {quality:.1f} dB from float32 on the first "
                                f"{probe.shape[0]} frame(s) (at least {bar_db:g} dB; --precision fp32 for float32's "
                                "frames)")
-    return "fp32", (f"precision auto: float32; the faster {', '.join(measured)} from float32 on the first "
-                    f"{probe.shape[0]} frame(s), under {bar_db:g} dB")
+    return "fp32", (f"precision auto: float32; the faster {', '.join(measured)} (against float32 on the first "
+                    f"{probe.shape[0]} frame(s)), under {bar_db:g} dB")
 
 
 def autocast_for(device_type, precision):

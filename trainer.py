@@ -211,11 +211,17 @@ class MixedPrecision:
     def autocast(self):
         return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
 
-    def backward_and_step(self, loss, optimizer):
+    def backward(self, loss, optimizer):
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+
+    def step(self, optimizer):
         self.scaler.step(optimizer)
         self.scaler.update()
+
+    def backward_and_step(self, loss, optimizer):
+        self.backward(loss, optimizer)
+        self.step(optimizer)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -407,10 +413,12 @@ class EpochResult(NamedTuple):
 
 
 def run_epoch(stage, loader, logger, stop, epoch):
-    """One pass over ``loader``: load a batch, forward, check the losses, step, log.
+    """One pass over ``loader``: load a batch, forward, backward, check the losses, step, log.
 
     The numbers are checked before the step (see :func:`check_finite`); a stop requested on any process ends the
-    pass after its step, with ``interrupted_at`` set.
+    pass after its step, with ``interrupted_at`` set. The backward pass is queued before the host reads the losses
+    (the one read of device values in a step, :func:`summarise_step`), so that a GPU is not left idle while the host
+    launches it: nothing else in the step waits for the device (tests/test_train.py runs it on the meta device).
     """
     started = time.time()
     batches = iter(loader)
@@ -433,11 +441,12 @@ def run_epoch(stage, loader, logger, stop, epoch):
                 break
             try:
                 losses, out = stage.forward(batch)
+                stage.mixed.backward(sum(losses.values()), stage.optimizer)
             except torch.linalg.LinAlgError as e:  # e.g. the SVD of region covariances gone NaN
                 raise diverged(epoch, iteration, stage.last_checkpoint, f"the forward pass failed ({e})") from None
             values, stopping = summarise_step(losses, stop.requested, stage.device)
             check_finite(values, epoch, iteration, stage.last_checkpoint)
-            stage.mixed.backward_and_step(sum(losses.values()), stage.optimizer)
+            stage.mixed.step(stage.optimizer)
             logger.log_iter(values)
             bar.update()
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)

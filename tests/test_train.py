@@ -413,3 +413,44 @@ def test_mixed_precision_on_the_cpu_is_bf16_where_the_cpu_has_it(mode):
     with mixed.autocast():
         out = conv(torch.rand(1, 3, 8, 8))
     assert out.dtype == (torch.bfloat16 if mixed.enabled else torch.float32)
+
+
+class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the operations that make the host wait for a GPU's values: ``.item()`` / ``bool()`` (on the meta
+    device they raise), the error checks of ``torch.inverse`` and friends, and ops whose output size is data."""
+
+    READS = {"_local_scalar_dense", "_linalg_check_errors", "nonzero", "masked_select", "unique", "_unique2",
+             "is_nonzero", "equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._overloadpacket.__name__ in self.READS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", ["mraa", "regression", "bg_perspective"])
+def test_a_training_step_never_waits_for_the_device(variant):
+    """Forward, losses and backward of both stages on the meta device (the GPU's code paths: closed-form SVDs,
+    unchecked inverses), reading no value: the trainer's one read per step is the losses' summary, after the
+    backward pass is queued (trainer.run_epoch)."""
+    from tiny import TINY_CONFIG, tiny_model_params
+    config = load_config(TINY_CONFIG)
+    config["model_params"] = tiny_model_params(variant)
+    models = build_models(config)
+    first = ReconstructionModel(**{n: models[n] for n in ("region_predictor", "bg_predictor", "generator")},
+                                vgg=Vgg19("random"), train_params=config["train_params"],
+                                model_params=config["model_params"]).to("meta")
+    source, driving = torch.empty(2, 3, 64, 64, device="meta"), torch.empty(2, 3, 64, 64, device="meta")
+    second = AVDModel(models["region_predictor"], models["avd_network"], config["train_avd_params"]).to("meta")
+    with _HostReads() as reads:
+        transform = RandomTransform(2, **config["train_params"]["transform_params"], device="meta")
+        losses, _ = first(source, driving, transform)
+        sum(losses.values()).backward()
+        avd_losses, _ = second(source, driving, torch.empty(2, 1, 2, device="meta"))
+        sum(avd_losses.values()).backward()
+    assert set(losses) >= {"perceptual", "equivariance_shift"} and avd_losses
+    assert reads.seen == []

@@ -310,7 +310,7 @@ def best_batch_size(ours, frames, batch_sizes, device="cpu", rounds=2):
 def psnr_db(frames, reference):
     """PSNR in dB of frames against reference frames, both (T, H, W, 3) in [0, 1], over the whole video."""
     mse = float(np.mean((np.stack(frames).astype(np.float64) - np.stack(reference)) ** 2))
-    return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+    return 10 * np.log10(1 / mse) if mse > 0 else float("inf") if mse == 0 else float("nan")  # NaN: non-finite
 
 
 def onnx_networks(args, models, folder):
