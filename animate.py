@@ -213,8 +213,10 @@ class Animator:
         precision: 'fp32', or 'bf16' / 'fp16' autocast (region geometry stays float32; predictions are float32).
         batch_size: the driving frames per call the kernels are timed at (default ``default_batch_size``).
         compile: trace the per-frame path (:meth:`render`: region predictor, AVD network, region geometry and
-            generator) with ``torch.compile`` (True; or a backend name), as one graph. Meant for GPUs: on a 2-core
-            CPU it took a minute to compile and the frames came out slower.
+            generator) with ``torch.compile`` as one graph: True or 'default', 'reduce-overhead' (the graph
+            replayed as a CUDA graph: no launch cost per kernel), 'max-autotune', or a backend name. A shorter
+            last batch is padded to ``batch_size`` (its own frames returned), so that one graph serves a whole
+            video. Meant for GPUs: on a 2-core CPU it took a minute to compile and the frames came out slower.
     """
 
     def __init__(self, source_image, generator, region_predictor, avd_network=None, mode="standard",
@@ -224,10 +226,10 @@ class Animator:
         if mode == "avd":
             _require_avd(avd_network)
         self.device_type, self.precision = source_image.device.type, check_precision(precision)
+        self.batch_size = batch_size or default_batch_size(source_image.device)
         self.kernels = None
         if optimize:
-            self.kernels = choose_kernels(generator, region_predictor, source_image, precision,
-                                          batch_size or default_batch_size(source_image.device))
+            self.kernels = choose_kernels(generator, region_predictor, source_image, precision, self.batch_size)
             generator = prepared_for_inference(generator, **self.kernels.options())
         self.channels_last = optimize and self.kernels.channels_last
         if optimize:
@@ -243,8 +245,8 @@ class Animator:
         self.initial_params, self.scale = None, None
         # The per-frame path traced whole, networks and geometry, as one graph (tests/test_animate.py checks that
         # it has no graph break); the source's features and the initial frame are computed once, untraced.
-        self.render_batch = self.render if not compile else torch.compile(
-            self.render, backend=compile if isinstance(compile, str) else "inductor")
+        self.render_batch = compiled(self.render, compile) if compile else self.render
+        self.fixed_batch, self.copy_outputs = bool(compile), compile == "reduce-overhead"
 
     def prepare(self, images):
         """Images (B, C, H, W) in the memory format the generator was optimised for."""
@@ -287,7 +289,13 @@ class Animator:
         """
         if self.initial_params is None:
             self.set_initial(driving[:1])
-        return self.render_batch(driving)
+        B = driving.shape[0]
+        if self.fixed_batch and B < self.batch_size:  # the compiled graph's batch: no recompiling for a last batch
+            driving = torch.cat([driving, driving[-1:].expand(self.batch_size - B, *driving.shape[1:])])
+        out = self.render_batch(driving)
+        if self.copy_outputs or driving.shape[0] != B:  # a CUDA graph's outputs are overwritten by its next replay
+            out = _first_items(out, B)
+        return out
 
     def render(self, driving):
         """The per-frame path of ``__call__`` (the initial frame set): driving frames (B, C, H, W) -> its dict."""
@@ -304,6 +312,24 @@ class Animator:
         out["prediction"] = out["prediction"].float()
         out.update(source_region_params=source_params, driving_region_params=driving_params)
         return out
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compiled(function, how):
+    """``torch.compile(function)``: ``how`` True (inductor's default), one of ``COMPILE_MODES``, or a backend name."""
+    if how is True:
+        return torch.compile(function)
+    if how in COMPILE_MODES:
+        return torch.compile(function, mode=how)
+    return torch.compile(function, backend=how)
+
+
+def _first_items(out, B):
+    """The first B batch items of each tensor of an output dict (nested dicts too), as copies of their own."""
+    return {key: _first_items(value, B) if isinstance(value, dict) else
+            value[:B].clone() if torch.is_tensor(value) else value for key, value in out.items()}
 
 
 def default_batch_size(device):

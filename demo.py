@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from animate import (ANIMATION_MODES, AUTO, AUTO_BAR_DB, PRECISIONS,  # noqa: F401 (make_animation: the reference's API)
-                     make_animation)
+from animate import ANIMATION_MODES, AUTO, AUTO_BAR_DB, COMPILE_MODES, PRECISIONS
+from animate import make_animation  # noqa: F401 (the reference's API, imported from demo.py)
 from checkpoint import CheckpointError
 from config import ConfigError
 from errors import Interrupted, one_line, signals_as_interrupts
@@ -80,7 +80,9 @@ def parse_args(argv=None):
                         help="auto (default: the fastest precision the device computes natively whose first frames "
                              f"are within {AUTO_BAR_DB:g} dB of float32's, else fp32; fp32 on CPUs without AVX-512 "
                              "BF16 or AMX), fp32, or bf16 / fp16 autocast (region geometry stays float32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster frames)")
+    parser.add_argument("--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES,
+                        help="torch.compile the networks (slow start, faster frames); --compile reduce-overhead replays "
+                             "them as CUDA graphs")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads, 1 to 1024 (default: one per core; on a CPU busy with other work, 1 can be "
                              "faster)")

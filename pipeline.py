@@ -52,7 +52,7 @@ class Request:
     adapt_scale: bool = True
     batch_size: Optional[int] = None  # None: default_batch_size of the device
     precision: str = "auto"  # fp32, bf16, fp16, or auto: animate.choose_precision
-    compile: bool = False
+    compile: object = False  # False, or True / a mode of animate.COMPILE_MODES: torch.compile the per-frame path
     find_best_frame: bool = False
     best_frame: Optional[int] = None
     audio: bool = False
@@ -284,7 +284,7 @@ def animate_files(request, notify=print_note):
             precision, note = choose_precision(make_animator, probe, device)
             if note:
                 notify(note)
-        animator = make_animator(precision, compile=request.compile and torch_backend)
+        animator = make_animator(precision, compile=request.compile if torch_backend else False)
         choose_initial_frame(animator, request, img_shape, info.num_frames, batch_size, notify)
         with VideoWriter(request.result_video, info.fps,
                          audio_from=request.driving_video if request.audio else None) as writer:

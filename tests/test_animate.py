@@ -90,7 +90,8 @@ def test_the_per_frame_path_traces_as_one_graph(mode, precision, optimize, parit
         explained = torch._dynamo.explain(animator.render)(driving[:2])
     reasons = sorted({f"{b.reason}".splitlines()[0] + f" at {b.user_stack[-1]}" for b in explained.break_reasons})
     assert explained.graph_break_count == 0 and explained.graph_count == 1, reasons
-    compiled = Animator(source, *parity_models, mode=mode, precision=precision, optimize=optimize, compile="eager")
+    compiled = Animator(source, *parity_models, mode=mode, precision=precision, optimize=optimize, compile="eager",
+                        batch_size=2)  # the batch's own size: no padding (AVD mode amplifies a batch size's rounding)
     assert torch.equal(compiled(driving[:2])["prediction"], animator(driving[:2])["prediction"])
 
 
@@ -364,3 +365,19 @@ def test_under_cudas_autocast_the_region_geometry_stays_float32(precision, parit
     # The bars can fail: with the geometry in half precision, some mode falls under its bar.
     assert any(not psnr_db(emulated(mode, False), animated(mode, "fp32")) >= bar
                for mode, bar in GPU_BARS_DB[precision].items())
+
+
+def test_a_compiled_animator_pads_a_short_last_batch_to_its_graphs_batch(parity_dir, parity_models):
+    """One graph serves a whole video: a last batch shorter than ``batch_size`` runs padded (no recompiling), and
+    only its own frames come back, equal to those of the uncompiled path."""
+    expected = parity_arrays(parity_dir)
+    source, driving = torch.from_numpy(expected["source"])[:1], torch.from_numpy(expected["driving"])[:3]
+    plain = Animator(source, *parity_models, mode="relative", batch_size=4)
+    compiled = Animator(source, *parity_models, mode="relative", batch_size=4, compile="eager")
+    seen = []
+    render = compiled.render_batch
+    compiled.render_batch = lambda frames: seen.append(frames.shape[0]) or render(frames)
+    out, reference = compiled(driving), plain(driving)
+    assert seen == [4] and out["prediction"].shape[0] == 3
+    assert out["driving_region_params"]["shift"].shape[0] == 3
+    assert torch.allclose(out["prediction"], reference["prediction"], atol=1e-6)

@@ -397,3 +397,15 @@ def test_precision_auto_says_what_it_measured_and_chose(media, capsys, monkeypat
     notes = [line for line in lines if line.startswith("note: precision auto: ")]
     assert code == 0 and len(notes) == 1, lines
     assert "dB from float32 on the first 4 frame(s)" in notes[0]
+
+
+@pytest.mark.parametrize("argv, compile", [([], False), (["--compile"], "default"),
+                                           (["--compile", "reduce-overhead"], "reduce-overhead")])
+def test_compile_takes_an_optional_mode(argv, compile, media, monkeypatch):
+    """``--compile`` alone is torch.compile's default mode; ``--compile reduce-overhead`` replays CUDA graphs."""
+    requests = []
+    monkeypatch.setattr(demo, "animate_files", lambda request, **kwargs: requests.append(request) or
+                        request.result_video)
+    paths = [arg for key, value in media.items() for arg in (f"--{key}", str(value))]
+    assert demo.main(paths + ["--cpu", "--quiet", *argv]) == 0
+    assert requests[0].compile == compile

@@ -485,8 +485,10 @@ def model_benchmark(args):
     reduced, notes = reduced_sides(args)
     load_before = load_average()
     result = {"mode": args.mode, "device": str(device), "notes": notes, "frames_per_second": {}}
+    compile_modes = ([False, "default"] + (["reduce-overhead"] if torch.device(device).type == "cuda" else [])
+                     if args.compile else [False])  # CUDA graphs where there is CUDA
     for precision in ["fp32", *reduced]:
-        for compiled in (False, True) if args.compile else (False,):
+        for compiled in compile_modes:
             for batch_size in args.batch_sizes:
                 start = time.perf_counter()
                 animator = Animator(source, generator, region_predictor, avd_network if args.mode == "avd" else None,
@@ -496,11 +498,10 @@ def model_benchmark(args):
                 synchronize(device)
                 warm_up = time.perf_counter() - start
                 seconds = min(interleaved({"model": lambda: animator(batch)}, args.repeats + 1, device)["model"][1:])
-                key = f"{precision}{' compiled' if compiled else ''}"
+                key = f"{precision} compiled {compiled}" if compiled else precision
                 result["frames_per_second"].setdefault(key, {})[str(batch_size)] = round(batch_size / seconds, 1)
                 if compiled:
-                    result.setdefault("compile_seconds", {}).setdefault(precision, {})[str(batch_size)] = \
-                        round(warm_up, 1)
+                    result.setdefault("compile_seconds", {}).setdefault(key, {})[str(batch_size)] = round(warm_up, 1)
     result["load_average"] = [load_before, load_average()]
     return result
 
@@ -980,7 +981,8 @@ def parse_args(argv=None):
                         help="inference: ours in which forms besides the reference loop (default: fp32,bf16,"
                              "onnxruntime on the CPU, fp32,bf16,fp16 on CUDA; bf16 and fp16 only where the device "
                              "computes them natively, onnxruntime only when it is installed, on the CPU)")
-    parser.add_argument("--compile", action="store_true", help="model part: time torch.compile's graphs too")
+    parser.add_argument("--compile", action="store_true",
+                        help="model part: time torch.compile's graphs too (and replayed as CUDA graphs on CUDA)")
     parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
     parser.add_argument("--batch_sizes", type=int_list, default=None,
