@@ -3,8 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, as_float32, float32_geometry,
-                          from_homogeneous, inverse, make_coordinate_grid, region2gaussian, to_homogeneous, warp)
+from modules.util import (LOW_PRECISION, AntiAliasInterpolation2d, Hourglass, apply_2x2, as_float32,
+                          float32_geometry, from_homogeneous, inverse, make_coordinate_grid, region2gaussian,
+                          to_homogeneous, warp)
 
 
 def region_transforms(driving_region_params, source_region_params, revert_axis_swap=False):
@@ -71,7 +72,7 @@ class PixelwiseFlowPredictor(nn.Module):
         coordinate_grid = identity_grid - driving_region_params["shift"].view(B, K, 1, 1, 2)  # (B, K, h, w, 2)
         affine = region_transforms(driving_region_params, source_region_params, self.revert_axis_swap)
         if affine is not None:
-            coordinate_grid = (affine.view(B, K, 1, 1, 2, 2) @ coordinate_grid.unsqueeze(-1)).squeeze(-1)
+            coordinate_grid = apply_2x2(affine.view(B, K, 1, 1, 2, 2), coordinate_grid)  # (B, K, h, w, 2)
         driving_to_source = coordinate_grid + source_shift.view(B, K, 1, 1, 2)  # (B, K, h, w, 2)
 
         bg_grid = identity_grid.expand(B, 1, h, w, 2)  # (B, 1, h, w, 2)

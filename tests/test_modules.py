@@ -39,6 +39,22 @@ def test_region2gaussian_isotropic_matches_covariance_form():
     assert a.max() <= 1
 
 
+def test_the_term_by_term_geometry_equals_the_matrix_products():
+    """Eq. 6's Gaussians and Eq. 1's affine motions, computed term by term, against the batched 2x2 products the
+    reference writes (equal up to a fused multiply-add's rounding)."""
+    from modules.util import apply_2x2, inverse
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.rand(3, 5, 2, generator=generator) * 2 - 1  # (B, K, 2)
+    a = torch.randn(3, 5, 2, 2, generator=generator)
+    covar = a @ a.transpose(-1, -2) * 0.01 + 0.001 * torch.eye(2)  # (B, K, 2, 2), SPD
+    diff = make_coordinate_grid((9, 11)).view(1, 1, 9, 11, 2) - mean.view(3, 5, 1, 1, 2)  # (B, K, h, w, 2)
+    products = diff.unsqueeze(-2) @ inverse(covar).view(3, 5, 1, 1, 2, 2) @ diff.unsqueeze(-1)  # (B, K, h, w, 1, 1)
+    assert torch.allclose(region2gaussian(mean, covar, (9, 11)), torch.exp(-0.5 * products[..., 0, 0]),
+                          rtol=1e-6, atol=1e-7)
+    moved = (a.view(3, 5, 1, 1, 2, 2) @ diff.unsqueeze(-1)).squeeze(-1)  # (B, K, h, w, 2)
+    assert torch.allclose(apply_2x2(a.view(3, 5, 1, 1, 2, 2), diff), moved, rtol=1e-6, atol=1e-7)
+
+
 def test_antialias_keeps_constant_images_inside():
     down = AntiAliasInterpolation2d(3, 0.25)
     out = down(torch.ones(1, 3, 64, 64))
