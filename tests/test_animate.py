@@ -367,6 +367,7 @@ def test_under_cudas_autocast_the_region_geometry_stays_float32(precision, parit
                for mode, bar in GPU_BARS_DB[precision].items())
 
 
+@pytest.mark.slow
 def test_a_compiled_animator_pads_a_short_last_batch_to_its_graphs_batch(parity_dir, parity_models):
     """One graph serves a whole video: a last batch shorter than ``batch_size`` runs padded (no recompiling), and
     only its own frames come back, equal to those of the uncompiled path."""

@@ -105,7 +105,8 @@ def test_img_shape_defaults_to_the_configs_frame_shape(media, tmp_path, parity_d
     assert iio.improps(media["result_video"]).shape[1:] == (64, 64, 3)
 
 
-@pytest.mark.parametrize("kind,channels", [("alpha", 4), ("grey", 1), ("grey with alpha", 2)])
+@pytest.mark.parametrize("kind,channels", [("alpha", 4), pytest.param("grey", 1, marks=pytest.mark.slow),
+                                           pytest.param("grey with alpha", 2, marks=pytest.mark.slow)])
 def test_images_with_alpha_or_one_channel_are_used_as_rgb_with_a_note(kind, channels, media, capsys, tmp_path,
                                                                       parity_dir):
     image = source_image(parity_dir)

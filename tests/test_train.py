@@ -432,7 +432,8 @@ class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("variant", ["mraa", "regression", "bg_perspective"])
+@pytest.mark.parametrize("variant", ["mraa", pytest.param("regression", marks=pytest.mark.slow),
+                                     pytest.param("bg_perspective", marks=pytest.mark.slow)])
 def test_a_training_step_never_waits_for_the_device(variant):
     """Forward, losses and backward of both stages on the meta device (the GPU's code paths: closed-form SVDs,
     unchecked inverses), reading no value: the trainer's one read per step is the losses' summary, after the
