@@ -21,6 +21,10 @@ torch version, the threads, the precision, the batch timed, the frame size and t
 vox256 at 256x256 on a 2-core AMD EPYC (AVX2, 2 threads), measuring took 4.5 s. ``MRAA_KERNELS=defaults`` skips measuring and takes the
 device-type rules of ``modules.optimize`` (``wants_*``), as the tests do so that every run computes alike;
 ``tools/benchmark.py`` prints the choice, its timings and why.
+
+Training has one switch, the layout (:func:`choose_training_layout`): every convolution of the first stage's model
+(its networks and VGG-19 at each pyramid scale) timed forward and backward in each layout, at the batch trained on
+GPUs and batch 1 on CPUs, cached the same way.
 """
 import contextlib
 import hashlib
@@ -147,13 +151,13 @@ def write_cache(path, entries):
             Path(temporary).write_text(json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1))
 
 
-def needs_measuring(generator, frame_shape, batch_size, device, precision="fp32"):
-    """Whether :func:`choose` will time kernels for this (no cached choice, and measuring is on): a caller says so
-    before the wait."""
+def needs_measuring(generator, frame_shape, batch_size, device, precision="fp32", training=False):
+    """Whether :func:`choose` (or, ``training``, :func:`choose_training_layout` for that model) will time kernels
+    for this (no cached choice, and measuring is on): a caller says so before the wait."""
     if policy() == "defaults":
         return False
     key, _ = cache_key(generator, frame_shape, batch_size, device, precision)
-    return not isinstance(read_cache(cache_path()).get(key), dict)
+    return not isinstance(read_cache(cache_path()).get(f"training-{key}" if training else key), dict)
 
 
 def choose(generator, run_once, frame_shape, batch_size, device, precision="fp32"):
@@ -181,8 +185,9 @@ def choose(generator, run_once, frame_shape, batch_size, device, precision="fp32
 # Measuring
 
 
-def input_shapes(generator, run_once):
-    """{convolution module: the (C, H, W) of its input} in one run of the generator."""
+def input_shapes(generator, run_once, gradients=False):
+    """{convolution module: the (C, H, W) of its input} in one run of the generator (with autograd on when
+    ``gradients``: a training forward takes derivatives of its own)."""
     shapes, hooks = {}, []
 
     def record(module, args):  # returns None: the inputs go on unchanged
@@ -191,7 +196,7 @@ def input_shapes(generator, run_once):
         if isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_pre_hook(record))
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(gradients):
             run_once()
     finally:
         for hook in hooks:
@@ -298,3 +303,54 @@ def measure(generator, run_once, batch_size, device, precision="fp32"):
     narrow = race("narrow", final[:1], {"direct": (direct, memory_format),
                                         "narrow": (lambda c: NarrowConv2d(direct(c)), memory_format)})
     return KernelChoice(channels_last, winograd == "winograd", narrow == "narrow", "measured", timings)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training: the layout
+
+
+def time_training_layouts(layers, batch_size, device, precision):
+    """{layout: seconds} of the layers' forward and backward passes (the input's gradient and the weights'), each
+    distinct layer timed once per layout and counted as often as the model has it; the output's gradient random,
+    in the output's layout, as the layer after hands it back."""
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    totals = dict.fromkeys(formats, 0.0)
+    device_type = torch.device(device).type
+    for conv, (C, H, W), count in layers:
+        runs = {}
+        for name, memory_format in formats.items():
+            layer = copy_of(conv, device, memory_format).requires_grad_(True)
+            x = torch.randn(batch_size, C, H, W, device=device).contiguous(memory_format=memory_format)
+            x.requires_grad_(True)
+            with autocast(device_type, precision):
+                gradient = torch.randn_like(layer(x))  # the output's shape, dtype and layout
+
+            def run(layer=layer, x=x, gradient=gradient):
+                with torch.enable_grad(), autocast(device_type, precision):
+                    torch.autograd.grad(layer(x), [x, *layer.parameters()], gradient)
+            runs[name] = run
+        for name, seconds in best_times(runs, device).items():
+            totals[name] += count * seconds
+    return totals
+
+
+def choose_training_layout(model, run_once, frame_shape, batch_size, device, precision="fp32"):
+    """Whether ``model`` (the first stage's, plain) trains faster channels-last at ``frame_shape``: (bool, how it was
+    decided: 'measured', 'cached' or 'defaults', {layout: seconds} when measured). ``run_once()`` runs the model's
+    forward once, which shows the convolutions' input shapes. ``MRAA_KERNELS=defaults``: the device-type rule."""
+    if policy() == "defaults":
+        return wants_channels_last(device, precision), "defaults", {}
+    key, described = cache_key(model, frame_shape, batch_size, device, precision)
+    key = f"training-{key}"
+    entries = read_cache(cache_path())
+    entry = entries.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("channels_last"), bool):
+        return entry["channels_last"], "cached", entry.get("timings", {})
+    shapes = input_shapes(model, run_once, gradients=True)
+    layers = grouped([m for m in model.modules() if isinstance(m, nn.Conv2d)], shapes)
+    timings = time_training_layouts(layers, measured_batch(batch_size, device), device, precision)
+    channels_last = timings["channels_last"] < timings["contiguous"]
+    entries[key] = {"described": {**described, "stage": "training"}, "channels_last": channels_last,
+                    "timings": timings, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_cache(cache_path(), entries)
+    return channels_last, "measured", timings

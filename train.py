@@ -8,8 +8,11 @@ to ``train-vis/``, and every ``checkpoint_freq`` epochs (and at the last) a chec
 it continues at the next epoch. SIGINT/SIGTERM write ``{epoch:08d}-interrupted-cpk-reconstruction.pth`` (the
 weights so far; resuming from it trains that epoch again). Only rank 0 writes.
 """
+import contextlib
+import random
 from itertools import chain
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,10 +20,11 @@ from config import ConfigError, require_section
 from logger import Logger
 from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss,
                     pixel_l1_loss)
+import kernel_choice
 from modules.optimize import optimize_for_training, wants_channels_last
 from modules.util import as_float32, float32_geometry
-from trainer import (MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute, make_loader,
-                     nothing_to_train, rank_and_world, resume, train_epochs)
+from trainer import (MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute, is_distributed,
+                     make_loader, nothing_to_train, rank_and_world, resume, train_epochs)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
@@ -83,6 +87,52 @@ def picture(visualizer, batch, generated, rows=VIS_ROWS):
     return visualizer.visualize(driving=head(batch["driving"]), source=head(batch["source"]), out=head(generated))
 
 
+@contextlib.contextmanager
+def untouched(model, device):
+    """Within it the model is in eval mode (a forward leaves the batch-norm statistics alone) and every random
+    generator (Python's, NumPy's, torch's on the CPU and the device) is restored after: what happens inside changes
+    nothing that training draws or learns."""
+    was_training, python_state, numpy_state = model.training, random.getstate(), np.random.get_state()
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def training_layout(model, dataset, params, device, mixed):
+    """Whether to train channels-last: ``kernel_choice.choose_training_layout`` at the first item's frame size and
+    the run's batch and precision, cached per machine. Rank 0 decides and the other processes take its choice:
+    every process must lay its weights out alike."""
+    precision = params["mixed_precision"] if mixed.enabled else "fp32"
+    channels_last = wants_channels_last(device, precision)  # MRAA_KERNELS=defaults: the device-type rule
+    if rank_and_world()[0] == 0 and kernel_choice.policy() != "defaults":
+        with untouched(model, device):  # an item read and a forward run, with nothing drawn from the run's generators
+            item = dataset[0]
+            source = torch.as_tensor(item["source"])[None].to(device)  # (1, C, H, W)
+            driving = torch.as_tensor(item["driving"])[None].to(device)
+            frame_shape = tuple(source.shape[-2:])
+
+            def run_once():
+                with mixed.autocast():
+                    model(source, driving, RandomTransform(1, **params["transform_params"], device=device))
+            if kernel_choice.needs_measuring(model, frame_shape, params["batch_size"], device, precision,
+                                             training=True):
+                print("timing the convolution layouts for training on this machine (once for this model, size, "
+                      "batch and precision)")
+            channels_last, _, _ = kernel_choice.choose_training_layout(model, run_once, frame_shape,
+                                                                       params["batch_size"], device, precision)
+    if is_distributed():
+        shared = torch.tensor([int(channels_last)], device=device)
+        torch.distributed.broadcast(shared, 0)
+        channels_last = bool(shared.item())
+    return channels_last
+
+
 def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
     """Train the first stage for ``train_params.num_epochs`` epochs, or resume from ``checkpoint_path``.
 
@@ -107,8 +157,8 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
 
     model = ReconstructionModel(**networks, vgg=build_vgg(params["vgg_weights"], config_name, device),
                                 train_params=params, model_params=config["model_params"]).to(device)
-    # Same losses, less time: transposed up-sampling, in-place ReLUs, channels-last (tools/benchmark.py measures it).
-    channels_last = wants_channels_last(device, params["mixed_precision"] if stage.mixed.enabled else "fp32")
+    # Same losses, less time: transposed up-sampling, in-place ReLUs, and channels-last where it times faster here.
+    channels_last = training_layout(model, dataset, params, device, stage.mixed)
     optimize_for_training(model, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     # Without a flow predictor, regions feed only the equivariance losses; without image losses, nothing feeds the

@@ -174,3 +174,32 @@ def test_a_bad_kernel_policy_is_one_error_line_in_the_demo(monkeypatch, tmp_path
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "MRAA_KERNELS='fastest'" in errors[0]
     assert not (tmp_path / "r.mp4").exists()
+
+
+def test_the_training_layout_is_timed_forward_and_backward_once_then_cached(tmp_path, monkeypatch, capsys):
+    """The first stage's model on a tiny config: both layouts timed over its convolutions (VGG's included), the
+    faster taken and cached; the second time read from the cache."""
+    from config import load_config
+    from losses import RandomTransform, Vgg19
+    from modules.build import build_models
+    from tiny import TINY_CONFIG
+    from train import ReconstructionModel
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path))
+    config = load_config(TINY_CONFIG)
+    models = build_models(config)
+    model = ReconstructionModel(**{n: models[n] for n in ("region_predictor", "bg_predictor", "generator")},
+                                vgg=Vgg19("random"), train_params=config["train_params"],
+                                model_params=config["model_params"]).eval()
+    frames = torch.rand(2, 1, 3, 32, 32)
+
+    def run_once():
+        model(frames[0], frames[1], RandomTransform(1, **config["train_params"]["transform_params"]))
+    assert kernel_choice.needs_measuring(model, (32, 32), 4, "cpu", training=True)
+    channels_last, source, timings = kernel_choice.choose_training_layout(model, run_once, (32, 32), 4, "cpu")
+    assert source == "measured" and set(timings) == {"contiguous", "channels_last"}
+    assert all(seconds > 0 for seconds in timings.values())
+    assert channels_last == (timings["channels_last"] < timings["contiguous"])
+    assert not kernel_choice.needs_measuring(model, (32, 32), 4, "cpu", training=True)
+    assert kernel_choice.needs_measuring(model, (32, 32), 4, "cpu")  # the inference choice is another entry
+    assert kernel_choice.choose_training_layout(model, None, (32, 32), 4, "cpu") == (channels_last, "cached", timings)

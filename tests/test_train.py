@@ -455,3 +455,37 @@ def test_a_training_step_never_waits_for_the_device(variant):
         sum(avd_losses.values()).backward()
     assert set(losses) >= {"perceptual", "equivariance_shift"} and avd_losses
     assert reads.seen == []
+
+
+def test_timing_the_layouts_changes_nothing_that_training_draws_or_learns(tiny, tmp_path, monkeypatch):
+    """With MRAA_KERNELS=measure, train.py reads an item and runs the model once to time the layouts: that must not
+    move a random generator or a batch-norm statistic. Here the timing is replaced by a run of ``run_once`` that
+    keeps the default layout, so the two runs must log the same losses, bit for bit."""
+    import kernel_choice
+    from modules.optimize import wants_channels_last
+    config, dataset = tiny
+    config = {**config, "train_params": {**config["train_params"], "num_epochs": 1}}
+
+    def logged_losses(log_dir):
+        """The losses logged and every tensor the checkpoint holds (batch-norm statistics included)."""
+        torch.manual_seed(0)
+        checkpoint = read_checkpoint(train(config, build_models(config), None, log_dir, dataset, CPU))
+        tensors = {f"{name}.{key}": value for name in ("generator", "region_predictor", "bg_predictor")
+                   for key, value in checkpoint[name].items()}
+        return [json.loads(line)["losses"] for line in (log_dir / "losses.jsonl").read_text().splitlines()], tensors
+
+    def same(a, b):
+        return a[0] == b[0] and a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+
+    plain = logged_losses(tmp_path / "defaults")
+    runs = []
+
+    def run_and_keep_the_default(model, run_once, frame_shape, batch_size, device, precision="fp32"):
+        run_once()
+        runs.append(frame_shape)
+        return wants_channels_last(device, precision), "measured", {}
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernel_choice, "choose_training_layout", run_and_keep_the_default)
+    assert same(logged_losses(tmp_path / "measured"), plain)
+    assert runs == [tuple(config["dataset_params"]["frame_shape"][:2])]
