@@ -18,9 +18,9 @@ the precision's autocast), the candidates interleaved and the best of ``REPEATS`
 A choice is made once per machine and model shape: it is cached in ``$MRAA_CACHE_DIR/kernels.json`` (by default
 ``~/.cache/mraa/kernels.json``) under a key of the CPU's model and instruction-set flags (or the GPU's name), the
 torch version, the threads, the precision, the batch timed, the frame size and the generator's convolutions. For
-vox256 at 256x256 on a 2-core AMD EPYC (AVX2, 2 threads), measuring took 4.5 s. ``MRAA_KERNELS=defaults`` skips measuring and takes the
-device-type rules of ``modules.optimize`` (``wants_*``), as the tests do so that every run computes alike;
-``tools/benchmark.py`` prints the choice, its timings and why.
+vox256 at 256x256 on a 2-core AMD EPYC (AVX2, 2 threads), measuring took 4.5 s. ``MRAA_KERNELS=defaults`` skips
+measuring and takes the device-type rules of ``modules.optimize`` (``wants_*``), as the tests do so that every run
+computes alike; ``tools/benchmark.py`` prints the choice, its timings and why.
 
 Training has one switch, the layout (:func:`choose_training_layout`): every convolution of the first stage's model
 (its networks and VGG-19 at each pyramid scale) timed forward and backward in each layout, at the batch trained on

@@ -79,6 +79,7 @@ def test_training(results):
     assert positive(training["peak_rss_mb"], training["straightforward_peak_rss_mb"])
     # --quick measures config/puppets64.yaml, whose training adds a pixel L1 term
     assert set(training["losses"]) == {"perceptual", "l1", "equivariance_shift", "equivariance_affine"}
+    assert isinstance(training["channels_last"], bool)  # the layout train.py would take here
     assert training["loss_max_relative_difference"] <= 1e-4  # same losses
 
 
@@ -132,6 +133,7 @@ def test_training_by_precision_runs_on_any_device():
     plain = training["by_precision"]["none"]
     assert positive(plain["seconds_per_step"], *plain["losses"].values())
     assert plain["loss_max_relative_difference"] == 0 and plain["peak_gpu_memory_mb"] is None
+    assert isinstance(plain["channels_last"], bool)
 
 
 def test_device_defaults(monkeypatch):

@@ -157,7 +157,8 @@ def test_the_demo_says_so_before_it_times_kernels_and_only_the_first_time(measur
     notes = []
     for _ in range(2):
         assert demo.main(argv) == 0
-        notes.append([line for line in capsys.readouterr().err.splitlines() if "timing the convolution kernels" in line])
+        notes.append([line for line in capsys.readouterr().err.splitlines()
+                      if "timing the convolution kernels" in line])
     assert len(notes[0]) == 1 and notes[0][0].startswith("note: ") and notes[1] == []
     assert len(json.loads(measuring.read_text())["entries"]) == 1
 

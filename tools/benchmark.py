@@ -36,12 +36,13 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   and the five convolutions of the generator and of the region predictor that lose most in it (relative error on
   the same float32 input); on a GPU under cuDNN's benchmark mode on and off, and cuBLAS's reduced-precision
   reductions allowed and not: whether a loss comes from the kernels picked or from the operations themselves.
-- ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``,
-  channels-last, fused Adam, glibc keeping freed memory as ``run.py`` sets it) against a straightforward step
-  (plain modules and Adam, a plain process), each in its own process and stepping in turn; then both in this
-  process, where the allocator is the same for both. Same weights, inputs and random warp: same losses. On a GPU
-  instead: the step of ``train.py`` in float32 and in each native mixed precision (``--train_batch_size``, 14 by
-  default there: the paper's vox256 batch), its losses against float32's and peak GPU memory.
+- ``training``: one optimiser step of the first stage as ``train.py`` takes it (``optimize_for_training``, its
+  layout as ``train.py`` chooses it (``channels_last`` in the results), fused Adam, glibc keeping freed memory as
+  ``run.py`` sets it) against a straightforward step (plain modules and Adam, a plain process), each in its own
+  process and stepping in turn; then both in this process, where the allocator is the same for both. Same weights,
+  inputs and random warp: same losses. On a GPU instead: the step of ``train.py`` in float32 and in each native
+  mixed precision (``--train_batch_size``, 14 by default there: the paper's vox256 batch), its losses against
+  float32's and peak GPU memory.
 - ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
 - ``demo``: the demo end to end in this process (``pipeline.animate_files``: the networks loaded, a
   ``--demo_input_size`` H.264 driving video decoded and resized to ``--size``, animated, encoded) against the model
@@ -92,9 +93,9 @@ from inference import load_networks  # noqa: E402
 from losses import RandomTransform, Vgg19  # noqa: E402
 from media import VideoWriter  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from modules.optimize import optimize_for_training, wants_channels_last  # noqa: E402
+from modules.optimize import optimize_for_training  # noqa: E402
 from modules.winograd import WinogradConv2d  # noqa: E402
-from train import NETWORKS, ReconstructionModel  # noqa: E402
+from train import NETWORKS, ReconstructionModel, training_layout  # noqa: E402
 from trainer import MixedPrecision, adam  # noqa: E402
 
 PARTS = ("inference", "model", "precision", "training", "loader", "memory", "demo", "metrics")
@@ -617,11 +618,14 @@ class TrainingSide:
         frames = torch.from_numpy(random_frames(2 * args.train_batch_size, args.size, args.seed))
         frames = frames.permute(0, 3, 1, 2).to(device)  # (2B, 3, H, W)
         self.mixed = MixedPrecision(mixed, device)
-        if optimized:
-            channels_last = wants_channels_last(device, mixed if self.mixed.enabled else "fp32")  # as train.py
-            optimize_for_training(self.model, channels_last=channels_last)
+        self.channels_last = False
+        if optimized:  # the layout as train.py chooses it (timed once per machine, or the device rule)
+            first_pair = [{"source": frames[0].cpu().numpy(), "driving": frames[args.train_batch_size].cpu().numpy()}]
+            params = {**config["train_params"], "mixed_precision": mixed, "batch_size": args.train_batch_size}
+            self.channels_last = training_layout(self.model, first_pair, params, device, self.mixed)
+            optimize_for_training(self.model, channels_last=self.channels_last)
             self.optimizer = adam(parameters, lr, device)
-            if channels_last:
+            if self.channels_last:
                 frames = frames.contiguous(memory_format=torch.channels_last)
         else:
             self.optimizer = torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999))
@@ -688,7 +692,7 @@ def steps_in_this_process(args, repeats):
     for _ in range(repeats):
         for name, side in sides.items():
             results[name].append(side.step())
-    return results
+    return results, sides["optimised"].channels_last
 
 
 def speedups(results):
@@ -716,7 +720,7 @@ def device_training_benchmark(args):
         best, median = summary([seconds for seconds, _ in steps[1:]])
         result["by_precision"][mixed] = {
             "seconds_per_step": round(best, 4), "seconds_per_step_median": round(median, 4), "losses": steps[0][1],
-            "peak_gpu_memory_mb": peak_device_memory_mb(device)}
+            "peak_gpu_memory_mb": peak_device_memory_mb(device), "channels_last": side.channels_last}
         del side
     plain = result["by_precision"]["none"]["losses"]
     for mixed, side in result["by_precision"].items():
@@ -734,10 +738,11 @@ def training_benchmark(args):
         return device_training_benchmark(args)
     load_before = load_average()
     results, peaks = steps_in_processes(args, args.repeats + 1)
-    same_process = steps_in_this_process(args, args.repeats + 1)
+    same_process, channels_last = steps_in_this_process(args, args.repeats + 1)
     plain, fast = results["straightforward"][0][1], results["optimised"][0][1]  # first steps: same weights
     return {
-        "batch_size": args.train_batch_size, "repeats": args.repeats, "vgg_weights": "random", **speedups(results),
+        "batch_size": args.train_batch_size, "repeats": args.repeats, "vgg_weights": "random",
+        "channels_last": channels_last, **speedups(results),
         "same_process": dict(speedups(same_process), allocator=args.allocator),
         "losses": plain, "loss_max_relative_difference": max(abs(fast[k] - v) / max(abs(v), 1e-12)
                                                              for k, v in plain.items()),
