@@ -20,6 +20,7 @@ Symbols: T frames, H x W frame size, C = 3 channels.
 """
 import collections
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -495,7 +496,16 @@ def check_pixels(path, max_pixels=MAX_PIXELS, video=False):
 
 
 def _decode_size(path):
-    """(W, H) of the frames the decoder yields (after any rotation the file asks for)."""
+    """(W, H) of the frames the decoder yields (after any rotation the file asks for). A request asks it of the same
+    file up to three times (pixel limit, size note, probe), each an ffmpeg process (about 0.18 s): the answer is
+    kept for the file as it is now (its size and modification time in the key)."""
+    stat = os.stat(path)
+    return _decoded_size_of(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _decoded_size_of(path, size, mtime_ns):
+    del size, mtime_ns  # the file's identity: a file written again is probed again
     reader = imageio_ffmpeg.read_frames(str(path))
     try:
         return reader.__next__()['size']

@@ -388,3 +388,22 @@ def test_a_streamed_video_equals_the_one_written_in_this_thread(tmp_path):
             else:
                 writer.write(frames)
     assert (tmp_path / "direct.mp4").read_bytes() == (tmp_path / "streamed.mp4").read_bytes()
+
+
+def test_a_videos_frame_size_is_probed_once_until_the_file_changes(tmp_path, monkeypatch):
+    """The pixel limit, the size note and the probe ask the same file's size: one ffmpeg process answers them, and
+    a file written again (another size) is probed again."""
+    video = tmp_path / "v.mp4"
+
+    def write(size):
+        with VideoWriter(video, 10) as writer:
+            for _ in range(3):
+                writer.write(np.zeros((size, size, 3), np.uint8))
+    launched = []
+    read_frames = imageio_ffmpeg.read_frames
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", lambda *a, **k: launched.append(a[0]) or read_frames(*a, **k))
+    write(32)
+    assert media.stored_frame_size(video) == (32, 32) and media.check_pixels(video, video=True) == (32, 32)
+    assert len(launched) == 1
+    write(48)
+    assert media.stored_frame_size(video) == (48, 48) and len(launched) == 2
