@@ -23,6 +23,7 @@ from checkpoint import CheckpointError
 from config import ConfigError, load_config, require_section, save_config
 from device import configure, pick_device
 from errors import one_line
+import kernel_choice
 from modules.build import build_models
 
 MODES = ("train", "train_avd", "reconstruction", "animate")
@@ -180,6 +181,10 @@ def main(argv=None):
                          f"--mixed_precision (or train_params.mixed_precision)")
     if args.metrics is not None:
         check_metrics(args)
+    try:
+        kernel_choice.policy()  # read before any work: a bad MRAA_KERNELS is one line, not a failure mid-run
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UsageError(f"{args.checkpoint}: checkpoint file not found")
     if args.mode in ("reconstruction", "animate") and int(os.environ.get("WORLD_SIZE", "1")) > 1:

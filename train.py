@@ -23,8 +23,8 @@ from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, 
 import kernel_choice
 from modules.optimize import optimize_for_training, wants_channels_last
 from modules.util import as_float32, float32_geometry
-from trainer import (MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute, is_distributed,
-                     make_loader, nothing_to_train, rank_and_world, resume, train_epochs)
+from trainer import (DATA_ERRORS, MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute,
+                     is_distributed, make_loader, nothing_to_train, rank_and_world, resume, train_epochs)
 from visualizer import Visualizer
 
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
@@ -104,6 +104,23 @@ def untouched(model, device):
             np.random.set_state(numpy_state)
 
 
+def measured_layout(model, item, params, device, mixed, precision):
+    """``kernel_choice.choose_training_layout`` for ``model`` at the size of a training ``item``, saying so before a
+    first timing."""
+    source = torch.as_tensor(item["source"])[None].to(device)  # (1, C, H, W)
+    driving = torch.as_tensor(item["driving"])[None].to(device)
+    frame_shape = tuple(source.shape[-2:])
+
+    def run_once():
+        with mixed.autocast():
+            model(source, driving, RandomTransform(1, **params["transform_params"], device=device))
+    if kernel_choice.needs_measuring(model, frame_shape, params["batch_size"], device, precision, training=True):
+        print("timing the convolution layouts for training on this machine (once for this model, size, batch and "
+              "precision)")
+    return kernel_choice.choose_training_layout(model, run_once, frame_shape, params["batch_size"], device,
+                                                precision)[0]
+
+
 def training_layout(model, dataset, params, device, mixed):
     """Whether to train channels-last: ``kernel_choice.choose_training_layout`` at the first item's frame size and
     the run's batch and precision, cached per machine. Rank 0 decides and the other processes take its choice:
@@ -112,20 +129,12 @@ def training_layout(model, dataset, params, device, mixed):
     channels_last = wants_channels_last(device, precision)  # MRAA_KERNELS=defaults: the device-type rule
     if rank_and_world()[0] == 0 and kernel_choice.policy() != "defaults":
         with untouched(model, device):  # an item read and a forward run, with nothing drawn from the run's generators
-            item = dataset[0]
-            source = torch.as_tensor(item["source"])[None].to(device)  # (1, C, H, W)
-            driving = torch.as_tensor(item["driving"])[None].to(device)
-            frame_shape = tuple(source.shape[-2:])
-
-            def run_once():
-                with mixed.autocast():
-                    model(source, driving, RandomTransform(1, **params["transform_params"], device=device))
-            if kernel_choice.needs_measuring(model, frame_shape, params["batch_size"], device, precision,
-                                             training=True):
-                print("timing the convolution layouts for training on this machine (once for this model, size, "
-                      "batch and precision)")
-            channels_last, _, _ = kernel_choice.choose_training_layout(model, run_once, frame_shape,
-                                                                       params["batch_size"], device, precision)
+            try:
+                item = dataset[0]
+            except DATA_ERRORS:  # the loader will say what is wrong with the data, in its own words
+                item = None
+            if item is not None:
+                channels_last = measured_layout(model, item, params, device, mixed, precision)
     if is_distributed():
         shared = torch.tensor([int(channels_last)], device=device)
         torch.distributed.broadcast(shared, 0)

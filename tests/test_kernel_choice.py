@@ -177,6 +177,20 @@ def test_a_bad_kernel_policy_is_one_error_line_in_the_demo(monkeypatch, tmp_path
     assert not (tmp_path / "r.mp4").exists()
 
 
+@pytest.mark.parametrize("mode", ["train", "reconstruction"])
+def test_a_bad_kernel_policy_is_one_error_line_in_run_py_before_any_work(mode, monkeypatch, tmp_path, parity_dir,
+                                                                         capsys):
+    import run
+    from eval_media import parity_paths
+    monkeypatch.setenv("MRAA_KERNELS", "fastest")
+    config, checkpoint = parity_paths(parity_dir)
+    code = run.cli(["--config", str(config), "--mode", mode, "--log_dir", str(tmp_path / "log"), "--device", "cpu",
+                    *(["--checkpoint", str(checkpoint)] if mode != "train" else [])])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "MRAA_KERNELS='fastest'" in errors[0], errors
+    assert not (tmp_path / "log").exists()
+
+
 def test_the_training_layout_is_timed_forward_and_backward_once_then_cached(tmp_path, monkeypatch, capsys):
     """The first stage's model on a tiny config: both layouts timed over its convolutions (VGG's included), the
     faster taken and cached; the second time read from the cache."""
