@@ -69,3 +69,21 @@ def test_no_module_or_tool_imports_the_demo_script():
     assert importers == []
     assert len((REPO_ROOT / "demo.py").read_text().splitlines()) <= 250
     assert len((REPO_ROOT / "frames_dataset.py").read_text().splitlines()) <= 300
+
+
+def test_networks_to_be_loaded_skip_their_random_initialisation_and_others_keep_it():
+    """``build_models(initialise=False)`` (what load_networks uses: every parameter is then loaded strictly) skips
+    the layers' random initialisation, and puts it back after, even after an error; by default it is as before."""
+    from torch import nn
+    from modules.build import parameters_left_uninitialised
+    original = nn.Conv2d.reset_parameters, nn.Linear.reset_parameters
+    with pytest.raises(RuntimeError), parameters_left_uninitialised():
+        assert (nn.Conv2d.reset_parameters, nn.Linear.reset_parameters) != original  # skipped within
+        raise RuntimeError("a failure while building")
+    assert (nn.Conv2d.reset_parameters, nn.Linear.reset_parameters) == original
+    torch.manual_seed(0)
+    first = build_models({"model_params": tiny_model_params()})["generator"].state_dict()
+    build_models({"model_params": tiny_model_params()}, initialise=False)
+    torch.manual_seed(0)
+    again = build_models({"model_params": tiny_model_params()})["generator"].state_dict()
+    assert all(torch.equal(first[key], again[key]) for key in first)  # seeded initialisation unchanged
