@@ -115,11 +115,11 @@ def psnr_db(images, reference):
     return 10 * np.log10(1 / mse) if mse > 0 else float("inf") if mse == 0 else float("nan")
 
 
-def choose_precision(make_animator, probe, device, bar_db=AUTO_BAR_DB):
+def choose_precision(make_animator, read_probe, device, bar_db=AUTO_BAR_DB):
     """The precision of ``--precision auto``, chosen by measured quality: the first of the device's native reduced
     precisions (``device.native_precisions``, fastest first: fp16 then bf16 on CUDA, bf16 on CPUs with AVX-512
-    BF16 or AMX) whose frames are at least ``bar_db`` from float32's on ``probe`` (B, 3, H, W), the first driving
-    frames; else float32. Devices with none (most CPUs) take float32 without animating anything.
+    BF16 or AMX) whose frames are at least ``bar_db`` from float32's on ``read_probe()`` (B, 3, H, W), the first
+    driving frames; else float32. Devices with none (most CPUs) take float32 without decoding or animating anything.
 
     ``make_animator(precision)`` -> an :class:`Animator`. On an H200 with random weights, fp16 stayed within 49.5 dB
     of float32 on vox256 and 41 on ted384 while bf16 fell to 26.5 on ted384: a model decides, not a rule.
@@ -128,6 +128,7 @@ def choose_precision(make_animator, probe, device, bar_db=AUTO_BAR_DB):
     candidates = native_precisions(device)
     if not candidates:
         return "fp32", None
+    probe = read_probe()  # (B, 3, H, W)
     reference = make_animator("fp32")(probe)["prediction"]  # (B, 3, H, W)
     measured = []
     for candidate in candidates:
@@ -380,6 +381,12 @@ def frame_batches(path, img_shape, batch_size, device):
     """Driving frames, decoded as they are needed: tensors (B, 3, H, W) on ``device``."""
     for batch in batched(iter_video_frames(path, img_shape), batch_size):
         yield frames_to_tensor(batch, device)
+
+
+def first_batch(path, img_shape, batch_size, device):
+    """The first ``batch_size`` driving frames (B, 3, H, W) on ``device``, the decoder closed after them."""
+    with contextlib.closing(frame_batches(path, img_shape, batch_size, device)) as batches:
+        return next(batches)
 
 
 def read_frame(path, img_shape, index, device):

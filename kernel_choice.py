@@ -127,11 +127,13 @@ def measured_batch(batch_size, device):
     return batch_size if torch.device(device).type == "cuda" else 1
 
 
-def cache_key(generator, frame_shape, batch_size, device, precision):
+def cache_key(generator, frame_shape, batch_size, device, precision, training=False):
+    """(the cache entry's key, what it describes): inference's kernel choice, or, ``training``, training's layout."""
     batch_size = measured_batch(batch_size, device)
     described = {"machine": machine_description(device), "precision": precision, "batch": batch_size,
                  "frame": list(frame_shape), "convolutions": convolution_signature(generator)}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32], described
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+    return (f"training-{key}", {**described, "stage": "training"}) if training else (key, described)
 
 
 def read_cache(path):
@@ -156,8 +158,8 @@ def needs_measuring(generator, frame_shape, batch_size, device, precision="fp32"
     for this (no cached choice, and measuring is on): a caller says so before the wait."""
     if policy() == "defaults":
         return False
-    key, _ = cache_key(generator, frame_shape, batch_size, device, precision)
-    return not isinstance(read_cache(cache_path()).get(f"training-{key}" if training else key), dict)
+    key, _ = cache_key(generator, frame_shape, batch_size, device, precision, training)
+    return not isinstance(read_cache(cache_path()).get(key), dict)
 
 
 def choose(generator, run_once, frame_shape, batch_size, device, precision="fp32"):
@@ -340,8 +342,7 @@ def choose_training_layout(model, run_once, frame_shape, batch_size, device, pre
     forward once, which shows the convolutions' input shapes. ``MRAA_KERNELS=defaults``: the device-type rule."""
     if policy() == "defaults":
         return wants_channels_last(device, precision), "defaults", {}
-    key, described = cache_key(model, frame_shape, batch_size, device, precision)
-    key = f"training-{key}"
+    key, described = cache_key(model, frame_shape, batch_size, device, precision, training=True)
     entries = read_cache(cache_path())
     entry = entries.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("channels_last"), bool):
@@ -350,7 +351,7 @@ def choose_training_layout(model, run_once, frame_shape, batch_size, device, pre
     layers = grouped([m for m in model.modules() if isinstance(m, nn.Conv2d)], shapes)
     timings = time_training_layouts(layers, measured_batch(batch_size, device), device, precision)
     channels_last = timings["channels_last"] < timings["contiguous"]
-    entries[key] = {"described": {**described, "stage": "training"}, "channels_last": channels_last,
+    entries[key] = {"described": described, "channels_last": channels_last,
                     "timings": timings, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_cache(cache_path(), entries)
     return channels_last, "measured", timings

@@ -271,7 +271,8 @@ def equivariance_losses(driving_params, transformed_params, transform, weights, 
         a_d, a_t = driving_params["affine"].float(), transformed_params["affine"].float()  # (B, K, 2, 2)
         # inv_ex, unchecked: torch.inverse would copy its error flag to the host, a GPU sync in every step; a singular
         # A_d gives non-finite losses instead, on which the trainer stops before the step.
-        product = torch.linalg.inv_ex(a_d).inverse @ (transform.jacobian(p_t) @ a_t)  # (B, K, 2, 2), ≈ I if equivariant
+        a_d_inverse = torch.linalg.inv_ex(a_d).inverse  # (B, K, 2, 2)
+        product = a_d_inverse @ (transform.jacobian(p_t) @ a_t)  # (B, K, 2, 2), ≈ I when equivariant
         if revert_axis_swap:  # the SVD's sign ambiguity: align the first axes before comparing
             product = product * torch.sign(product[..., 0:1, 0:1])
         eye = torch.eye(2, device=product.device)

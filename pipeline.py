@@ -17,7 +17,7 @@ import torch
 
 import kernel_choice
 from animate import AUTO, DEFAULT_FPS, Animator, animate_video, choose_precision, default_batch_size, find_best_frame, \
-    frame_batches, frames_to_tensor, read_frame
+    first_batch, frames_to_tensor, read_frame
 from config import check_frame_size, load_config
 from inference import load_networks, missing_avd_error
 from media import (MAX_PIXELS, MediaError, TooManyPixelsError, VideoWriter, check_not_an_input, check_pixels,
@@ -280,8 +280,8 @@ def animate_files(request, notify=print_note):
                             compile=compile, batch_size=batch_size)
         precision = request.precision if torch_backend else "fp32"
         if precision == AUTO:
-            probe = next(frame_batches(request.driving_video, img_shape, batch_size, device))  # (B, 3, H, W)
-            precision, note = choose_precision(make_animator, probe, device)
+            precision, note = choose_precision(
+                make_animator, lambda: first_batch(request.driving_video, img_shape, batch_size, device), device)
             if note:
                 notify(note)
         animator = make_animator(precision, compile=request.compile if torch_backend else False)

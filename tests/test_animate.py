@@ -288,11 +288,12 @@ def test_auto_precision_takes_the_first_native_precision_close_enough_to_float32
                                                                                   monkeypatch):
     import animate
     monkeypatch.setattr(animate, "native_precisions", lambda device: native)
-    calls = []
+    calls, reads = [], []
     probe = torch.rand(2, 3, 8, 8)
     precision, note = animate.choose_precision(
-        lambda p: _FixedAnimator({"fp32": 0.0, **offsets}[p], calls, p), probe, "cpu")
+        lambda p: _FixedAnimator({"fp32": 0.0, **offsets}[p], calls, p), lambda: reads.append(1) or probe, "cpu")
     assert precision == chosen and calls == tried
+    assert len(reads) == (1 if native else 0)  # nothing decoded where there is nothing to choose
     if not native:
         assert note is None
     elif chosen == "fp32":
@@ -313,8 +314,8 @@ def test_auto_precision_measures_the_real_networks(parity_dir, parity_models, mo
 
     def make(precision):
         return Animator(source, *parity_models, mode="relative", precision=precision)
-    assert animate.choose_precision(make, probe, "cpu", bar_db=35)[0] == "bf16"
-    precision, note = animate.choose_precision(make, probe, "cpu", bar_db=200)
+    assert animate.choose_precision(make, lambda: probe, "cpu", bar_db=35)[0] == "bf16"
+    precision, note = animate.choose_precision(make, lambda: probe, "cpu", bar_db=200)
     assert precision == "fp32" and note.startswith("precision auto: float32; the faster bf16 ")
     quality = float(note.split("bf16 ")[1].split(" dB")[0])
     assert 35 < quality < 200
@@ -324,7 +325,7 @@ def test_a_precision_with_non_finite_frames_is_never_chosen(monkeypatch):
     import animate
     monkeypatch.setattr(animate, "native_precisions", lambda device: ["fp16"])
     precision, note = animate.choose_precision(lambda p: _FixedAnimator(0.0 if p == "fp32" else float("nan"), [], p),
-                                               torch.rand(1, 3, 8, 8), "cpu")
+                                               lambda: torch.rand(1, 3, 8, 8), "cpu")
     assert precision == "fp32" and "fp16 non-finite frames" in note
 
 

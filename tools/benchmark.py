@@ -83,6 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import animate  # noqa: E402
 from animate import (PRECISIONS, Animator, batched, choose_kernels, default_batch_size,  # noqa: E402
                      forget_prepared, frames_to_tensor, get_animation_region_params, make_animation)
 from checkpoint import save_checkpoint  # noqa: E402
@@ -310,8 +311,7 @@ def best_batch_size(ours, frames, batch_sizes, device="cpu", rounds=2):
 
 def psnr_db(frames, reference):
     """PSNR in dB of frames against reference frames, both (T, H, W, 3) in [0, 1], over the whole video."""
-    mse = float(np.mean((np.stack(frames).astype(np.float64) - np.stack(reference)) ** 2))
-    return 10 * np.log10(1 / mse) if mse > 0 else float("inf") if mse == 0 else float("nan")  # NaN: non-finite
+    return animate.psnr_db(torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(reference)))
 
 
 def onnx_networks(args, models, folder):
