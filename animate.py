@@ -119,13 +119,14 @@ def choose_precision(make_animator, read_probe, device, bar_db=AUTO_BAR_DB):
     """The precision of ``--precision auto``, chosen by measured quality: the first of the device's native reduced
     precisions (``device.native_precisions``, fastest first: fp16 then bf16 on CUDA, bf16 on CPUs with AVX-512
     BF16 or AMX) whose frames are at least ``bar_db`` from float32's on ``read_probe()`` (B, 3, H, W), the first
-    driving frames; else float32. Devices with none (most CPUs) take float32 without decoding or animating anything.
+    driving frames; else float32. Devices with none (most CPUs) take float32 without decoding or animating anything,
+    and so does ``MRAA_KERNELS=defaults`` (nothing measured: the tests keep every CPU computing alike so).
 
     ``make_animator(precision)`` -> an :class:`Animator`. On an H200 with random weights, fp16 stayed within 49.5 dB
     of float32 on vox256 and 41 on ted384 while bf16 fell to 26.5 on ted384: a model decides, not a rule.
     Returns (precision, a note saying why, or None when there was no choice to make).
     """
-    candidates = native_precisions(device)
+    candidates = native_precisions(device) if kernel_choice.policy() == "measure" else []
     if not candidates:
         return "fp32", None
     probe = read_probe()  # (B, 3, H, W)

@@ -19,8 +19,9 @@ PARITY_DIR = REPO_ROOT / "tests" / "fixtures" / "parity"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-# Every test (and every process a test starts) takes the device-type kernel choices, unmeasured, so that runs
-# compute alike; tests/test_kernel_choice.py measures on purpose.
+# Every test (and every process a test starts) takes the device-type kernel choices, unmeasured, and float32 for
+# --precision auto (a CPU with AMX would take bf16), so that runs compute alike on every CPU;
+# tests/test_kernel_choice.py and the tests of auto precision measure on purpose.
 os.environ["MRAA_KERNELS"] = "defaults"
 
 

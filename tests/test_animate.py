@@ -287,6 +287,7 @@ class _FixedAnimator:
 def test_auto_precision_takes_the_first_native_precision_close_enough_to_float32(native, offsets, chosen, tried,
                                                                                   monkeypatch):
     import animate
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
     monkeypatch.setattr(animate, "native_precisions", lambda device: native)
     calls, reads = [], []
     probe = torch.rand(2, 3, 8, 8)
@@ -294,6 +295,9 @@ def test_auto_precision_takes_the_first_native_precision_close_enough_to_float32
         lambda p: _FixedAnimator({"fp32": 0.0, **offsets}[p], calls, p), lambda: reads.append(1) or probe, "cpu")
     assert precision == chosen and calls == tried
     assert len(reads) == (1 if native else 0)  # nothing decoded where there is nothing to choose
+    monkeypatch.setenv("MRAA_KERNELS", "defaults")  # nothing measured: float32, nothing decoded
+    assert animate.choose_precision(None, lambda: reads.append(1), "cpu") == ("fp32", None)
+    assert len(reads) == (1 if native else 0)
     if not native:
         assert note is None
     elif chosen == "fp32":
@@ -303,10 +307,12 @@ def test_auto_precision_takes_the_first_native_precision_close_enough_to_float32
         assert note.startswith(f"precision auto: {chosen}, 60.0 dB from float32 on the first 2 frame(s)")
 
 
-def test_auto_precision_measures_the_real_networks(parity_dir, parity_models, monkeypatch):
+def test_auto_precision_measures_the_real_networks(parity_dir, parity_models, monkeypatch, tmp_path):
     """On the parity model, bf16 (emulated on this CPU when it has no native bfloat16) measured against float32:
     close, not equal; an unreachable bar keeps float32 and says by how much bf16 missed it."""
     import animate
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(animate, "native_precisions", lambda device: ["bf16"])
     expected = parity_arrays(parity_dir)
     source = torch.from_numpy(expected["source"])[:1]  # (1, 3, H, W)
@@ -323,6 +329,7 @@ def test_auto_precision_measures_the_real_networks(parity_dir, parity_models, mo
 
 def test_a_precision_with_non_finite_frames_is_never_chosen(monkeypatch):
     import animate
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
     monkeypatch.setattr(animate, "native_precisions", lambda device: ["fp16"])
     precision, note = animate.choose_precision(lambda p: _FixedAnimator(0.0 if p == "fp32" else float("nan"), [], p),
                                                lambda: torch.rand(1, 3, 8, 8), "cpu")

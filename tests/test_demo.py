@@ -380,10 +380,13 @@ def test_a_variable_frame_rate_driving_video_keeps_its_duration(media, capsys, t
     assert result.num_frames / result.fps == pytest.approx(source.duration, abs=1.5 / source.fps)
 
 
-def test_precision_auto_is_the_default_and_float32_where_the_device_has_no_faster_one(media, capsys, tmp_path):
+def test_precision_auto_is_the_default_and_float32_where_the_device_has_no_faster_one(media, capsys, tmp_path,
+                                                                                      monkeypatch):
     import animate
     if animate.native_precisions("cpu"):
         pytest.skip("this CPU computes bf16 natively: auto measures it (the next test)")
+    monkeypatch.setenv("MRAA_KERNELS", "measure")  # as a user's run: auto itself, kernels timed (a cache of ours)
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path / "cache"))
     code, lines = run(capsys, media)
     assert code == 0 and not any(line.startswith("note: precision") for line in lines), lines
     pinned = tmp_path / "fp32.mp4"
@@ -391,8 +394,10 @@ def test_precision_auto_is_the_default_and_float32_where_the_device_has_no_faste
     assert np.array_equal(iio.imread(media["result_video"]), iio.imread(pinned))  # the same frames, bit for bit
 
 
-def test_precision_auto_says_what_it_measured_and_chose(media, capsys, monkeypatch):
+def test_precision_auto_says_what_it_measured_and_chose(media, capsys, monkeypatch, tmp_path):
     import animate
+    monkeypatch.setenv("MRAA_KERNELS", "measure")
+    monkeypatch.setenv("MRAA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(animate, "native_precisions", lambda device: ["bf16"])  # as on a CPU with AMX
     code, lines = run(capsys, media, "--mode", "relative")
     notes = [line for line in lines if line.startswith("note: precision auto: ")]
