@@ -231,15 +231,21 @@ class RandomTransform:
         return affine + spline  # (B, N, 2)
 
     def jacobian(self, z):
-        """J_T(z) by autograd, differentiable in z: (B, N, 2) -> (B, N, 2, 2), row i = ∂T_i/∂z."""
+        """J_T(z) in closed form, differentiable in z: (B, N, 2) -> (B, N, 2, 2), row i = ∂T_i/∂z.
+
+        With s(z) = Σ_j c_j r_j² log(r_j + 1e-6) the spline term, added to both coordinates,
+
+            ∂T_i/∂z = θ[i, :2] + ∇s(z),   ∇s(z) = Σ_j c_j (2 r_j log(r_j + 1e-6) + r_j² / (r_j + 1e-6)) sign(z − q_j)
+
+        (sign(0) = 0, the subgradient autograd takes for |·|). The same derivative autograd gives, without its
+        double backward: one backward pass through the loss, and a graph that ``torch.compile`` traces whole.
+        """
         z = z.float()
-        if not z.requires_grad:
-            z = z.detach().requires_grad_(True)
-        warped = self.warp_coordinates(z)  # (B, N, 2)
-        # T acts on each point alone, so the gradient of a sum over points is each point's own derivative.
-        grad_x, = torch.autograd.grad(warped[..., 0].sum(), z, create_graph=True)  # (B, N, 2)
-        grad_y, = torch.autograd.grad(warped[..., 1].sum(), z, create_graph=True)  # (B, N, 2)
-        return torch.stack([grad_x, grad_y], dim=-2)  # (B, N, 2, 2)
+        difference = z.unsqueeze(2) - self.control_points  # (B, N, P², 2)
+        r = difference.abs().sum(-1)  # (B, N, P²)
+        d_spline = self.control_params * (2 * r * torch.log(r + 1e-6) + r ** 2 / (r + 1e-6))  # (B, N, P²), ds/dr_j
+        grad_spline = (d_spline.unsqueeze(-1) * torch.sign(difference)).sum(2)  # (B, N, 2)
+        return self.theta[:, None, :, :2] + grad_spline.unsqueeze(-2)  # (B, N, 2, 2)
 
     def transform_frame(self, frame):
         """The frame resampled at T(grid), reflection padding: (B, C, H, W) -> (B, C, H, W)."""

@@ -64,6 +64,34 @@ def test_jacobian_is_differentiable_in_the_points():
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
+def _autograd_jacobian(transform, z):
+    """J_T(z) by autograd (double backward): the oracle for the closed form."""
+    z = z.detach().requires_grad_(True)
+    warped = transform.warp_coordinates(z)  # (B, N, 2); each point's own derivative from the sum over points
+    rows = [torch.autograd.grad(warped[..., i].sum(), z, create_graph=True)[0] for i in range(2)]
+    return torch.stack(rows, dim=-2), z  # (B, N, 2, 2)
+
+
+@pytest.mark.parametrize("points", ["random", "on_control_lines"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_closed_form_jacobian_is_autograds_with_its_gradient(seed, points):
+    """The closed form equals autograd's derivative, and so does its own gradient in z (what the affine loss sends
+    back to the region predictor), to float rounding; also where |z - q_j| has a zero coordinate (sign 0)."""
+    torch.manual_seed(seed)
+    transform = RandomTransform(3, sigma_affine=0.05, sigma_tps=0.05, points_tps=5)
+    z = torch.rand(3, 10, 2) * 2 - 1
+    if points == "on_control_lines":  # the 5x5 grid's lines are at -1, -0.5, 0, 0.5, 1
+        z[:, ::2, 0] = torch.tensor([-0.5, 0.0, 0.5, 1.0, -1.0])
+    expected, z_auto = _autograd_jacobian(transform, z)
+    z_closed = z.clone().requires_grad_(True)
+    actual = transform.jacobian(z_closed)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-5)
+    weights = torch.randn(3, 10, 2, 2)
+    grad_expected, = torch.autograd.grad((expected * weights).sum(), z_auto)
+    grad_actual, = torch.autograd.grad((actual * weights).sum(), z_closed)
+    torch.testing.assert_close(grad_actual, grad_expected, atol=1e-5, rtol=1e-4)
+
+
 def _consistent_params(transform, B=2, K=3):
     """Driving params that are exactly the transformed frame's params carried through T."""
     p_t = torch.rand(B, K, 2) * 1.6 - 0.8
