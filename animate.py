@@ -18,7 +18,7 @@ from inference import load_into
 from media import (BackgroundWriter, VideoWriter, iter_video_frames, prefetched, staged_folder, strip_extension,
                    write_image)
 import kernel_choice
-from modules.optimize import optimize_for_inference
+from modules.optimize import compiled, optimize_for_inference
 from modules.util import as_float32, float32_geometry, inverse
 from visualizer import Visualizer
 
@@ -314,18 +314,6 @@ class Animator:
         out["prediction"] = out["prediction"].float()
         out.update(source_region_params=source_params, driving_region_params=driving_params)
         return out
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-
-
-def compiled(function, how):
-    """``torch.compile(function)``: ``how`` True (inductor's default), one of ``COMPILE_MODES``, or a backend name."""
-    if how is True:
-        return torch.compile(function)
-    if how in COMPILE_MODES:
-        return torch.compile(function, mode=how)
-    return torch.compile(function, backend=how)
 
 
 def _first_items(out, B):

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from animate import ANIMATION_MODES, AUTO, AUTO_BAR_DB, COMPILE_MODES, PRECISIONS
+from animate import ANIMATION_MODES, AUTO, AUTO_BAR_DB, PRECISIONS
 from animate import make_animation  # noqa: F401 (the reference's API, imported from demo.py)
 from checkpoint import CheckpointError
 from config import ConfigError
 from errors import Interrupted, one_line, signals_as_interrupts
 from inference import load_networks
 from media import MAX_PIXELS, MediaError
+from modules.optimize import COMPILE_MODES
 from pipeline import BACKENDS, CROPS, InputError, Request, animate_files
 
 REPO_ROOT = Path(__file__).resolve().parent

@@ -52,7 +52,7 @@ class Request:
     adapt_scale: bool = True
     batch_size: Optional[int] = None  # None: default_batch_size of the device
     precision: str = "auto"  # fp32, bf16, fp16, or auto: animate.choose_precision
-    compile: object = False  # False, or True / a mode of animate.COMPILE_MODES: torch.compile the per-frame path
+    compile: object = False  # False, or True / a mode of modules.optimize.COMPILE_MODES: torch.compile the per-frame path
     find_best_frame: bool = False
     best_frame: Optional[int] = None
     audio: bool = False

@@ -21,7 +21,7 @@ from logger import Logger
 from losses import (ImagePyramid, RandomTransform, Vgg19, ensure_vgg19_weights, equivariance_losses, perceptual_loss,
                     pixel_l1_loss)
 import kernel_choice
-from modules.optimize import optimize_for_training, wants_channels_last
+from modules.optimize import compiled, optimize_for_training, wants_channels_last
 from modules.util import as_float32, float32_geometry
 from trainer import (DATA_ERRORS, MixedPrecision, Schedule, Stage, adam, barrier, check_params, distribute,
                      is_distributed, make_loader, nothing_to_train, rank_and_world, resume, train_epochs)
@@ -142,8 +142,13 @@ def training_layout(model, dataset, params, device, mixed):
     return channels_last
 
 
-def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None):
+def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, verbose=False, config_name=None,
+          compile=False):
     """Train the first stage for ``train_params.num_epochs`` epochs, or resume from ``checkpoint_path``.
+
+    ``compile``: False, or a mode of ``COMPILE_MODES`` (or a backend name) to run the step (forward, losses and
+    their backward) through ``torch.compile``: the networks' and losses' ~5,000 operations fused into a few
+    hundred kernels, for GPUs, where launching them bounds the step. Checkpoints hold the same networks either way.
 
     Returns the path of the last checkpoint written (None when there was nothing to train).
     """
@@ -177,6 +182,8 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
                        or not image_losses)
     if verbose and rank_and_world()[0] == 0:
         print(model)
+    if compile:
+        model = compiled(model, compile)  # traced at the first step: one graph, no break (tests/test_train.py)
 
     def forward(batch):
         source = batch["source"].to(device, non_blocking=True).contiguous(memory_format=memory_format)  # (B, C, H, W)

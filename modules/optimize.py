@@ -6,6 +6,7 @@
   (:class:`NarrowConv2d`), Winograd 3x3 convolutions computing in float32 whatever the precision (which apply a
   residual block's pre-activation norm and ReLUs as they copy their inputs: bit-identical, 1.5% of a frame) and
   warps that keep channels-last maps channels-last (:func:`gather_warp`).
+- :func:`compiled`: ``torch.compile`` in the modes the scripts offer (``--compile``), for inference and training.
 - :func:`optimize_for_training`: the transposed up-sampling, in-place activations, the fused blend and
   channels-last weights, in place (batch norms keep their batch statistics, so they stay).
 
@@ -467,3 +468,16 @@ def optimize_for_training(module, channels_last=True):
             if param.dim() == 4 and param.numel() <= LARGE_WEIGHTS:
                 param.data = param.data.contiguous(memory_format=torch.channels_last)
     return module
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compiled(function, how):
+    """``torch.compile(function)``: ``how`` True (inductor's default), one of ``COMPILE_MODES``, or a backend name
+    (``"aot_eager"`` in the tests: the same tracing and autograd, no code generation)."""
+    if how is True:
+        return torch.compile(function)
+    if how in COMPILE_MODES:
+        return torch.compile(function, mode=how)
+    return torch.compile(function, backend=how)

@@ -124,16 +124,23 @@ def test_the_model_alone_on_the_device(results):
     assert "compile_seconds" not in model  # only with --compile
 
 
-def test_training_by_precision_runs_on_any_device():
-    """The GPU's training part (float32 and each native mixed precision, one process), run here on the CPU: the
-    same code but for the device."""
-    args = benchmark.parse_args(["--quick", "--device", "cpu"])
+def test_training_by_precision_runs_on_any_device(monkeypatch):
+    """The GPU's training part (float32 and each native mixed precision, one process; with --compile the step
+    compiled too), run here on the CPU: the same code but for the device. The compiled side traces with
+    aot_eager (the same graph and autograd as inductor's, without generating code: minutes less on a CPU)."""
+    monkeypatch.setattr(benchmark, "training_compile_modes", lambda device: ["aot_eager"])
+    args = benchmark.parse_args(["--quick", "--device", "cpu", "--compile"])
     training = benchmark.device_training_benchmark(args)
-    assert set(training["by_precision"]) == {"none", *benchmark.native_precisions("cpu")}
+    compiled_side = ("bf16" if "bf16" in benchmark.native_precisions("cpu") else "none") + " compiled aot_eager"
+    assert set(training["by_precision"]) == {"none", *benchmark.native_precisions("cpu"), compiled_side}
     plain = training["by_precision"]["none"]
     assert positive(plain["seconds_per_step"], *plain["losses"].values())
     assert plain["loss_max_relative_difference"] == 0 and plain["peak_gpu_memory_mb"] is None
-    assert isinstance(plain["channels_last"], bool)
+    assert isinstance(plain["channels_last"], bool) and "compile_seconds" not in plain
+    compiled = training["by_precision"][compiled_side]
+    assert positive(compiled["seconds_per_step"], compiled["compile_seconds"])
+    if compiled_side.startswith("none"):  # the same float32 step, traced: the same losses to float rounding
+        assert compiled["loss_max_relative_difference"] < 1e-4
 
 
 def test_device_defaults(monkeypatch):

@@ -245,6 +245,7 @@ def test_missing_dataset_leaves_no_run_folder(tmp_path, capsys):
     (["--mode", "reconstruction"], "--mode reconstruction needs --checkpoint"),
     (["--mode", "train_avd"], "--mode train_avd needs --checkpoint"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--mode", "reconstruction", "--compile"], "--compile is for --mode train; --mode reconstruction runs"),
     (["--checkpoint", "nowhere/00000009-cpk-reconstruction.pth"],
      "00000009-cpk-reconstruction.pth: checkpoint file not found"),
 ])
@@ -253,6 +254,17 @@ def test_command_line_errors(data_root, tmp_path, capsys, argv, expected):
     assert run.cli(["--config", str(config), "--log_dir", str(tmp_path / "log"), *argv]) == 1
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "log").exists()  # refused before making a run folder
+
+
+@pytest.mark.parametrize("argv, expected", [([], False), (["--compile"], "default"),
+                                            (["--compile", "reduce-overhead"], "reduce-overhead")])
+def test_compile_reaches_the_first_stage(argv, expected, data_root, tmp_path, monkeypatch):
+    import train
+    calls = []
+    monkeypatch.setattr(train, "train", lambda **kwargs: calls.append(kwargs) or "done")
+    config = write_tiny_config(tmp_path / "tiny.yaml", data_root)
+    assert run.main(["--config", config, "--device", "cpu", "--log_dir", tmp_path / "log", *argv]) == "done"
+    assert calls[0]["compile"] == expected
 
 
 def test_missing_config_is_named(tmp_path, capsys):

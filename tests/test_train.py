@@ -457,6 +457,52 @@ def test_a_training_step_never_waits_for_the_device(variant):
     assert reads.seen == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["mraa", "regression", "keypoints", "bg_perspective"])
+def test_the_training_step_traces_as_one_graph(variant):
+    """``train.py --compile``: the forward and losses of the first stage (the Jacobian of the random warp in closed
+    form, not autograd's double backward, which AOTAutograd refuses) trace as one graph with no break, so the
+    whole step, backward included, compiles into fused kernels."""
+    from tiny import TINY_CONFIG, tiny_model_params
+    config = load_config(TINY_CONFIG)
+    config["model_params"] = tiny_model_params(variant)
+    torch.manual_seed(0)
+    models = build_models(config)
+    model = ReconstructionModel(**{n: models[n] for n in ("region_predictor", "bg_predictor", "generator")},
+                                vgg=Vgg19("random"), train_params=config["train_params"],
+                                model_params=config["model_params"])
+    source, driving = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    transform = RandomTransform(2, **config["train_params"]["transform_params"])
+    explained = torch._dynamo.explain(model)(source, driving, transform)
+    reasons = sorted({f"{b.reason}".splitlines()[0] + f" at {b.user_stack[-1]}" for b in explained.break_reasons})
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, reasons
+
+
+@pytest.mark.slow
+def test_a_compiled_run_learns_as_an_eager_one_and_writes_the_same_checkpoint(tiny, tmp_path):
+    """``train(compile=...)`` (the step through torch.compile; aot_eager here: the same tracing and compiled
+    backward as inductor's, without minutes of code generation on a CPU) logs the losses of an eager run to float
+    rounding and writes a checkpoint of the same networks, keys unprefixed, that loads as the eager one does."""
+    config, dataset = tiny
+    config = {**config, "train_params": {**config["train_params"], "num_epochs": 1}}
+
+    def run(folder, how):
+        torch.manual_seed(0)
+        checkpoint = read_checkpoint(train(config, build_models(config), None, tmp_path / folder, dataset, CPU,
+                                           compile=how))
+        losses = [json.loads(line)["losses"] for line in (tmp_path / folder / "losses.jsonl").read_text().splitlines()]
+        return losses, checkpoint
+    (eager_losses, eager), (compiled_losses, compiled) = run("eager", False), run("compiled", "aot_eager")
+    assert len(compiled_losses) == len(eager_losses) and compiled_losses[0].keys() == eager_losses[0].keys()
+    for a, b in zip(compiled_losses, eager_losses):
+        for name in b:
+            assert a[name] == pytest.approx(b[name], rel=1e-3, abs=1e-5), name
+    for name in ("generator", "region_predictor", "bg_predictor"):
+        assert compiled[name].keys() == eager[name].keys()
+        for key, value in eager[name].items():
+            torch.testing.assert_close(compiled[name][key], value, atol=1e-3, rtol=1e-3)
+
+
 def test_timing_the_layouts_changes_nothing_that_training_draws_or_learns(tiny, tmp_path, monkeypatch):
     """With MRAA_KERNELS=measure, train.py reads an item and runs the model once to time the layouts: that must not
     move a random generator or a batch-norm statistic. Here the timing is replaced by a run of ``run_once`` that

@@ -94,7 +94,7 @@ from inference import load_networks  # noqa: E402
 from losses import RandomTransform, Vgg19  # noqa: E402
 from media import VideoWriter  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from modules.optimize import optimize_for_training  # noqa: E402
+from modules.optimize import compiled, optimize_for_training  # noqa: E402
 from modules.winograd import WinogradConv2d  # noqa: E402
 from train import NETWORKS, ReconstructionModel, training_layout  # noqa: E402
 from trainer import MixedPrecision, adam  # noqa: E402
@@ -489,19 +489,19 @@ def model_benchmark(args):
     compile_modes = ([False, "default"] + (["reduce-overhead"] if torch.device(device).type == "cuda" else [])
                      if args.compile else [False])  # CUDA graphs where there is CUDA
     for precision in ["fp32", *reduced]:
-        for compiled in compile_modes:
+        for how in compile_modes:
             for batch_size in args.batch_sizes:
                 start = time.perf_counter()
                 animator = Animator(source, generator, region_predictor, avd_network if args.mode == "avd" else None,
-                                    mode=args.mode, precision=precision, compile=compiled, batch_size=batch_size)
+                                    mode=args.mode, precision=precision, compile=how, batch_size=batch_size)
                 batch = driving[:batch_size]
                 animator(batch)  # the initial frame set, kernels chosen; compiled here when compiling
                 synchronize(device)
                 warm_up = time.perf_counter() - start
                 seconds = min(interleaved({"model": lambda: animator(batch)}, args.repeats + 1, device)["model"][1:])
-                key = f"{precision} compiled {compiled}" if compiled else precision
+                key = f"{precision} compiled {how}" if how else precision
                 result["frames_per_second"].setdefault(key, {})[str(batch_size)] = round(batch_size / seconds, 1)
-                if compiled:
+                if how:
                     result.setdefault("compile_seconds", {}).setdefault(key, {})[str(batch_size)] = round(warm_up, 1)
     result["load_average"] = [load_before, load_average()]
     return result
@@ -606,7 +606,7 @@ class TrainingSide:
     channels-last inputs where ``train.py`` takes them, fused Adam, ``mixed`` precision: 'none', 'bf16' or 'fp16'),
     on ``device``, with random VGG-19 weights (the same work as ImageNet's, no download)."""
 
-    def __init__(self, args, optimized, device="cpu", mixed="none"):
+    def __init__(self, args, optimized, device="cpu", mixed="none", compile=False):
         config = load_config(args.config)
         device = torch.device(device)
         torch.manual_seed(args.seed)
@@ -631,6 +631,7 @@ class TrainingSide:
             self.optimizer = torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999))
         self.source, self.driving = frames.split(args.train_batch_size)  # (B, 3, H, W) each
         self.transform_params, self.seed, self.device = config["train_params"]["transform_params"], args.seed, device
+        self.forward = compiled(self.model, compile) if compile else self.model  # as train.py --compile does
 
     def step(self):
         """One step (forward, losses, backward, Adam), the random warp drawn from the seed: (seconds, losses)."""
@@ -639,7 +640,7 @@ class TrainingSide:
         torch.manual_seed(self.seed)
         transform = RandomTransform(self.source.shape[0], **self.transform_params, device=self.device)
         with self.mixed.autocast():
-            losses, _ = self.model(self.source, self.driving, transform)
+            losses, _ = self.forward(self.source, self.driving, transform)
         self.mixed.backward_and_step(sum(losses.values()), self.optimizer)
         synchronize(self.device)
         return time.perf_counter() - start, {name: value.item() for name, value in losses.items()}
@@ -705,22 +706,34 @@ def speedups(results):
             "speedup": round(plain_best / best, 3), "speedup_median": round(plain_median / median, 3)}
 
 
+def training_compile_modes(device):
+    """``torch.compile`` modes the training part times with ``--compile``: CUDA graphs too where there is CUDA."""
+    return ["default"] + (["reduce-overhead"] if torch.device(device).type == "cuda" else [])
+
+
 def device_training_benchmark(args):
     """On a GPU: the step of ``train.py`` in float32 (TF32 off) and in each mixed precision the GPU computes
     natively, in this process, the same weights, frames and warp: seconds per step (the first, a warm-up, left
-    out), the losses of the first step and their largest relative difference from float32's, peak GPU memory."""
+    out), the losses of the first step and their largest relative difference from float32's, peak GPU memory.
+    With ``--compile``, the step of ``train.py --compile`` too, in bf16 where the device has it natively (else
+    float32), in each of :func:`training_compile_modes`, with its compile seconds (the first step's)."""
     device = args.device
     load_before = load_average()
     result = {"device": str(device), "batch_size": args.train_batch_size, "repeats": args.repeats,
               "vgg_weights": "random", "by_precision": {}}
-    for mixed in ["none", *native_precisions(device)]:
+    precisions = ["none", *native_precisions(device)]
+    sides = [(mixed, False) for mixed in precisions]
+    if args.compile:
+        sides += [("bf16" if "bf16" in precisions else "none", mode) for mode in training_compile_modes(device)]
+    for mixed, how in sides:
         reset_peak_device_memory(device)
-        side = TrainingSide(args, True, device, mixed)
+        side = TrainingSide(args, True, device, mixed, compile=how)
         steps = [side.step() for _ in range(args.repeats + 1)]
         best, median = summary([seconds for seconds, _ in steps[1:]])
-        result["by_precision"][mixed] = {
+        result["by_precision"][f"{mixed} compiled {how}" if how else mixed] = {
             "seconds_per_step": round(best, 4), "seconds_per_step_median": round(median, 4), "losses": steps[0][1],
-            "peak_gpu_memory_mb": peak_device_memory_mb(device), "channels_last": side.channels_last}
+            "peak_gpu_memory_mb": peak_device_memory_mb(device), "channels_last": side.channels_last,
+            **({"compile_seconds": round(steps[0][0], 1)} if how else {})}
         del side
     plain = result["by_precision"]["none"]["losses"]
     for mixed, side in result["by_precision"].items():
@@ -987,7 +1000,7 @@ def parse_args(argv=None):
                              "onnxruntime on the CPU, fp32,bf16,fp16 on CUDA; bf16 and fp16 only where the device "
                              "computes them natively, onnxruntime only when it is installed, on the CPU)")
     parser.add_argument("--compile", action="store_true",
-                        help="model part: time torch.compile's graphs too (and replayed as CUDA graphs on CUDA)")
+                        help="model and GPU training parts: time torch.compile's graphs too (and replayed as CUDA graphs on CUDA)")
     parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
     parser.add_argument("--batch_sizes", type=int_list, default=None,
