@@ -52,7 +52,8 @@ def short_clip(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("mode", [None, "standard", "relative"])
+@pytest.mark.parametrize("mode", [None, pytest.param("standard", marks=pytest.mark.slow),
+                                  pytest.param("relative", marks=pytest.mark.slow)])
 def test_the_demo_runs_the_bundled_model_on_a_short_clip(mode, short_clip, tmp_path, capsys):
     result = tmp_path / "result.mp4"
     argv = ["--driving_video", str(short_clip), "--result_video", str(result), "--cpu", "--quiet"]

@@ -45,7 +45,7 @@ def assert_one_line_error(code, lines, *fragments):
         assert str(fragment) in errors[0], errors[0]
 
 
-@pytest.mark.parametrize("mode", ["standard", "relative", "avd"])
+@pytest.mark.parametrize("mode", [pytest.param("standard", marks=pytest.mark.slow), "relative", "avd"])
 def test_each_mode_keeps_frame_count_and_rate(mode, media, capsys):
     code, lines = run(capsys, media, "--mode", mode, "--batch_size", "4")
     assert code == 0, lines
