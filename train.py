@@ -189,6 +189,8 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
         source = batch["source"].to(device, non_blocking=True).contiguous(memory_format=memory_format)  # (B, C, H, W)
         driving = batch["driving"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         transform = RandomTransform(source.shape[0], **params["transform_params"], device=device)
+        if compile:  # a new step: CUDA graphs (reduce-overhead) may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
         with stage.mixed.autocast():
             return model(source, driving, transform)
 

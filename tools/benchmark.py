@@ -639,6 +639,8 @@ class TrainingSide:
         start = time.perf_counter()
         torch.manual_seed(self.seed)
         transform = RandomTransform(self.source.shape[0], **self.transform_params, device=self.device)
+        if self.forward is not self.model:  # compiled: a new step for CUDA graphs, as in train.py
+            torch.compiler.cudagraph_mark_step_begin()
         with self.mixed.autocast():
             losses, _ = self.forward(self.source, self.driving, transform)
         self.mixed.backward_and_step(sum(losses.values()), self.optimizer)
