@@ -8,7 +8,7 @@
     python tools/benchmark.py --parts inference --sides fp32,bf16  # no ONNX export
     python tools/benchmark.py --quick                           # a small model and a few frames: a smoke test
     python tools/benchmark.py --parts metrics --threads 2       # AKD/MKR of a 100-frame 256x256 clip: seconds
-    python tools/benchmark.py --device cuda --parts inference,model,demo,training --compile  # one GPU, side by side
+    python tools/benchmark.py --device cuda --parts inference,model,precision,demo,training --compile  # one GPU
 
 Parts (``--parts``, comma-separated; default inference,training,loader):
 
@@ -42,7 +42,8 @@ Parts (``--parts``, comma-separated; default inference,training,loader):
   process and stepping in turn; then both in this process, where the allocator is the same for both. Same weights,
   inputs and random warp: same losses. On a GPU instead: the step of ``train.py`` in float32 and in each native
   mixed precision (``--train_batch_size``, 14 by default there: the paper's vox256 batch), its losses against
-  float32's and peak GPU memory.
+  float32's and peak GPU memory; with ``--compile`` also the step as ``run.py --compile`` takes it (bf16 where
+  native), compiled plain and with CUDA graphs, with its compile seconds.
 - ``loader``: the training DataLoader on a generated dataset, items per second by number of workers.
 - ``demo``: the demo end to end in this process (``pipeline.animate_files``: the networks loaded, a
   ``--demo_input_size`` H.264 driving video decoded and resized to ``--size``, animated, encoded) against the model
@@ -1002,7 +1003,8 @@ def parse_args(argv=None):
                              "onnxruntime on the CPU, fp32,bf16,fp16 on CUDA; bf16 and fp16 only where the device "
                              "computes them natively, onnxruntime only when it is installed, on the CPU)")
     parser.add_argument("--compile", action="store_true",
-                        help="model and GPU training parts: time torch.compile's graphs too (and replayed as CUDA graphs on CUDA)")
+                        help="model and GPU training parts: time torch.compile's graphs too (and replayed as CUDA "
+                             "graphs on CUDA)")
     parser.add_argument("--frames", type=int, default=16, help="driving frames per animation (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side (default: %(default)s)")
     parser.add_argument("--batch_sizes", type=int_list, default=None,
