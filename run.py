@@ -55,8 +55,8 @@ def parse_args(argv=None):
                              "CPUs with AVX-512 BF16 or AMX, and GPUs; region geometry stays float32)")
     parser.add_argument("--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES,
                         help="--mode train: run each step through torch.compile (mode 'default' when none is "
-                             "given; 'reduce-overhead' adds CUDA graphs). For GPUs, where the step's ~5,000 "
-                             "small operations bound it; compiling takes minutes, once per run")
+                             "given; 'reduce-overhead' adds CUDA graphs). For GPUs, where launching the step's ~5,000 "
+                             "small operations may bound it; compiling takes minutes, once per run")
     parser.add_argument("--metrics", default=None, choices=("face", "body"),
                         help="--mode reconstruction: then AKD and MKR of the face's or the body's keypoints, offline "
                              "(tools/eval_metrics.py; pip install -r requirements-metrics.txt)")

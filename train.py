@@ -148,7 +148,7 @@ def train(config, models, checkpoint_path, log_dir, dataset, device, seed=0, ver
 
     ``compile``: False, or a mode of ``COMPILE_MODES`` (or a backend name) to run the step (forward, losses and
     their backward) through ``torch.compile``: the networks' and losses' ~5,000 operations fused into a few
-    hundred kernels, for GPUs, where launching them bounds the step. Checkpoints hold the same networks either way.
+    hundred kernels, for GPUs, where launching them may bound the step. Checkpoints hold the same networks either way.
 
     Returns the path of the last checkpoint written (None when there was nothing to train).
     """
