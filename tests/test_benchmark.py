@@ -128,7 +128,7 @@ def test_training_by_precision_runs_on_any_device(monkeypatch):
     """The GPU's training part (float32 and each native mixed precision, one process; with --compile the step
     compiled too), run here on the CPU: the same code but for the device. The compiled side traces with
     aot_eager (the same graph and autograd as inductor's, without generating code: minutes less on a CPU)."""
-    monkeypatch.setattr(benchmark, "training_compile_modes", lambda device: ["aot_eager"])
+    monkeypatch.setattr(benchmark, "compile_modes_of", lambda device: ["aot_eager"])
     args = benchmark.parse_args(["--quick", "--device", "cpu", "--compile"])
     training = benchmark.device_training_benchmark(args)
     compiled_side = ("bf16" if "bf16" in benchmark.native_precisions("cpu") else "none") + " compiled aot_eager"

@@ -487,8 +487,7 @@ def model_benchmark(args):
     reduced, notes = reduced_sides(args)
     load_before = load_average()
     result = {"mode": args.mode, "device": str(device), "notes": notes, "frames_per_second": {}}
-    compile_modes = ([False, "default"] + (["reduce-overhead"] if torch.device(device).type == "cuda" else [])
-                     if args.compile else [False])  # CUDA graphs where there is CUDA
+    compile_modes = [False, *compile_modes_of(device)] if args.compile else [False]
     for precision in ["fp32", *reduced]:
         for how in compile_modes:
             for batch_size in args.batch_sizes:
@@ -709,8 +708,9 @@ def speedups(results):
             "speedup": round(plain_best / best, 3), "speedup_median": round(plain_median / median, 3)}
 
 
-def training_compile_modes(device):
-    """``torch.compile`` modes the training part times with ``--compile``: CUDA graphs too where there is CUDA."""
+def compile_modes_of(device):
+    """``torch.compile`` modes the model and training parts time with ``--compile``: CUDA graphs too where there is
+    CUDA."""
     return ["default"] + (["reduce-overhead"] if torch.device(device).type == "cuda" else [])
 
 
@@ -719,7 +719,7 @@ def device_training_benchmark(args):
     natively, in this process, the same weights, frames and warp: seconds per step (the first, a warm-up, left
     out), the losses of the first step and their largest relative difference from float32's, peak GPU memory.
     With ``--compile``, the step of ``train.py --compile`` too, in bf16 where the device has it natively (else
-    float32), in each of :func:`training_compile_modes`, with its compile seconds (the first step's)."""
+    float32), in each of :func:`compile_modes_of`, with its compile seconds (the first step's)."""
     device = args.device
     load_before = load_average()
     result = {"device": str(device), "batch_size": args.train_batch_size, "repeats": args.repeats,
@@ -727,7 +727,7 @@ def device_training_benchmark(args):
     precisions = ["none", *native_precisions(device)]
     sides = [(mixed, False) for mixed in precisions]
     if args.compile:
-        sides += [("bf16" if "bf16" in precisions else "none", mode) for mode in training_compile_modes(device)]
+        sides += [("bf16" if "bf16" in precisions else "none", mode) for mode in compile_modes_of(device)]
     for mixed, how in sides:
         reset_peak_device_memory(device)
         side = TrainingSide(args, True, device, mixed, compile=how)
